@@ -1,0 +1,1 @@
+"""Guest side: the fleet simulator and (later) the reference guest agent."""

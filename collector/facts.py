@@ -1,0 +1,310 @@
+"""The one fact model every protocol driver maps its wire format to.
+
+Nothing downstream of a driver knows which protocol a fact came from, except through
+`AgentInfo`. Facts are frozen, hashable values so that a poll's result can be digested and
+diffed against the stored set without copying.
+
+Each fact has an `identity` (what makes two observations "the same item" across polls: a
+package's name and architecture, an interface's name) and a `value` (what, when it differs for
+the same identity, is a change: a package's version). The store keeps one validity row per
+identity and value; see `storage/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Final
+
+
+class FactKind(StrEnum):
+    """Kinds of inventory facts; the `kind` label and the store's `kind` column."""
+
+    OS = "os"
+    HOSTNAME = "hostname"
+    TIMEZONE = "timezone"
+    CPUS = "cpus"
+    MEMORY = "memory"
+    FILESYSTEMS = "filesystems"
+    DISKS = "disks"
+    NETWORK = "network"
+    USERS = "users"
+    PACKAGES = "packages"
+    AGENT = "agent"
+
+
+class PollGroup(StrEnum):
+    """Facts polled together on one cadence (`[polling] <group>_interval`)."""
+
+    HEARTBEAT = "heartbeat"
+    USERS = "users"
+    MEMORY = "memory"
+    FILESYSTEMS = "filesystems"
+    SYSTEM = "system"
+    PACKAGES = "packages"
+
+
+GROUP_KINDS: Final[Mapping[PollGroup, tuple[FactKind, ...]]] = {
+    PollGroup.HEARTBEAT: (),
+    PollGroup.USERS: (FactKind.USERS,),
+    PollGroup.MEMORY: (FactKind.MEMORY,),
+    PollGroup.FILESYSTEMS: (FactKind.FILESYSTEMS, FactKind.DISKS),
+    PollGroup.SYSTEM: (
+        FactKind.OS,
+        FactKind.HOSTNAME,
+        FactKind.TIMEZONE,
+        FactKind.CPUS,
+        FactKind.NETWORK,
+        FactKind.AGENT,
+    ),
+    PollGroup.PACKAGES: (FactKind.PACKAGES,),
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """Base of every fact: identity, value and a JSON form for storage and the API."""
+
+    kind: ClassVar[FactKind]
+    #: Fields that are measurements, not inventory: excluded from `value` so that a changing
+    #: counter never opens a new validity row (they go to the samples table instead).
+    sample_fields: ClassVar[tuple[str, ...]] = ()
+
+    def identity(self) -> str:
+        """Stable key of this item within its kind on one VM."""
+        return ""
+
+    def label(self) -> str:
+        """Short human name (package name, mountpoint); indexed for fleet-wide search."""
+        return self.identity()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def value(self) -> str:
+        """Canonical JSON of the inventory part (measurements left out)."""
+        data = self.to_dict()
+        for name in self.sample_fields:
+            data.pop(name, None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class OsInfo(Fact):
+    kind: ClassVar[FactKind] = FactKind.OS
+    id: str = ""
+    name: str = ""
+    pretty_name: str = ""
+    version: str = ""
+    version_id: str = ""
+    kernel_release: str = ""
+    kernel_version: str = ""
+    machine: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Hostname(Fact):
+    kind: ClassVar[FactKind] = FactKind.HOSTNAME
+    name: str = ""
+    fqdn: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Timezone(Fact):
+    kind: ClassVar[FactKind] = FactKind.TIMEZONE
+    zone: str = ""
+    offset_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cpus(Fact):
+    kind: ClassVar[FactKind] = FactKind.CPUS
+    online: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Memory(Fact):
+    """All byte counts; None where the guest did not say."""
+
+    kind: ClassVar[FactKind] = FactKind.MEMORY
+    sample_fields: ClassVar[tuple[str, ...]] = (
+        "available_bytes",
+        "free_bytes",
+        "swap_free_bytes",
+    )
+    total_bytes: int = 0
+    available_bytes: int | None = None
+    free_bytes: int | None = None
+    swap_total_bytes: int | None = None
+    swap_free_bytes: int | None = None
+    source: str = "guest"
+
+
+@dataclass(frozen=True, slots=True)
+class Filesystem(Fact):
+    kind: ClassVar[FactKind] = FactKind.FILESYSTEMS
+    sample_fields: ClassVar[tuple[str, ...]] = ("used_bytes",)
+    mountpoint: str = ""
+    fstype: str = ""
+    devices: tuple[str, ...] = ()
+    size_bytes: int | None = None
+    used_bytes: int | None = None
+
+    def identity(self) -> str:
+        return self.mountpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Disk(Fact):
+    kind: ClassVar[FactKind] = FactKind.DISKS
+    name: str = ""
+    partition: bool = False
+    dependencies: tuple[str, ...] = ()
+    bus_type: str = ""
+    serial: str = ""
+
+    def identity(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NetAddress:
+    address: str
+    prefix: int
+    family: str  # "ipv4" | "ipv6"
+
+
+@dataclass(frozen=True, slots=True)
+class NetInterface(Fact):
+    kind: ClassVar[FactKind] = FactKind.NETWORK
+    sample_fields: ClassVar[tuple[str, ...]] = (
+        "rx_bytes",
+        "tx_bytes",
+        "rx_packets",
+        "tx_packets",
+    )
+    name: str = ""
+    mac: str = ""
+    addresses: tuple[NetAddress, ...] = ()
+    rx_bytes: int | None = None
+    tx_bytes: int | None = None
+    rx_packets: int | None = None
+    tx_packets: int | None = None
+
+    def identity(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class UserSession(Fact):
+    kind: ClassVar[FactKind] = FactKind.USERS
+    name: str = ""
+    domain: str = ""
+    login_time: float = 0.0
+
+    def identity(self) -> str:
+        who = f"{self.domain}\\{self.name}" if self.domain else self.name
+        return f"{who}@{self.login_time:.6f}"
+
+    def label(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Package(Fact):
+    kind: ClassVar[FactKind] = FactKind.PACKAGES
+    name: str = ""
+    version: str = ""
+    arch: str = ""
+    manager: str = ""  # "dpkg" | "rpm" | "ovirt" ...
+    raw: str = ""
+
+    def identity(self) -> str:
+        return f"{self.name}:{self.arch}" if self.arch else self.name
+
+    def label(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo(Fact):
+    kind: ClassVar[FactKind] = FactKind.AGENT
+    protocol: str = ""
+    version: str = ""
+
+
+FACT_TYPES: Final[Mapping[FactKind, type[Fact]]] = {
+    FactKind.OS: OsInfo,
+    FactKind.HOSTNAME: Hostname,
+    FactKind.TIMEZONE: Timezone,
+    FactKind.CPUS: Cpus,
+    FactKind.MEMORY: Memory,
+    FactKind.FILESYSTEMS: Filesystem,
+    FactKind.DISKS: Disk,
+    FactKind.NETWORK: NetInterface,
+    FactKind.USERS: UserSession,
+    FactKind.PACKAGES: Package,
+    FactKind.AGENT: AgentInfo,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """The agent cannot give this kind (command disabled or missing, OS unsupported).
+
+    Not an error: reported once per state change, exported as a metric, shown in the CLI.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PollError:
+    """This poll of a kind failed; `reason` is a short, bounded token for the metric label."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FactSet:
+    """The complete set of one kind observed in one poll (a scalar kind has one item)."""
+
+    kind: FactKind
+    items: tuple[Fact, ...] = field(default_factory=tuple)
+
+    def digest(self) -> bytes:
+        """Digest of the inventory part only: unchanged digest → no database work."""
+        h = hashlib.blake2b(digest_size=16)
+        for key, value in sorted((f.identity(), f.value()) for f in self.items):
+            h.update(key.encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+            h.update(value.encode("utf-8", "surrogatepass"))
+            h.update(b"\n")
+        return h.digest()
+
+
+Outcome = FactSet | Unavailable | PollError
+
+
+def fact_set(kind: FactKind, items: Iterable[Fact]) -> FactSet:
+    """Build a FactSet, keeping the last item for a duplicated identity (guests repeat)."""
+    by_identity: dict[str, Fact] = {}
+    for item in items:
+        if item.kind is not kind:
+            raise ValueError(f"{type(item).__name__} is not a {kind} fact")
+        by_identity[item.identity()] = item
+    return FactSet(kind, tuple(by_identity.values()))

@@ -1,0 +1,1 @@
+"""Agent protocol drivers, one sub-package per protocol."""

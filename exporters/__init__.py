@@ -1,0 +1,1 @@
+"""Views over the collected state: Prometheus metrics and the HTTP API."""

@@ -1,0 +1,1 @@
+"""History store: SQLAlchemy models, the repository and the batching writer."""
