@@ -1,0 +1,39 @@
+"""The one small interface between the scheduler and a protocol driver.
+
+A driver owns the channel to one VM's agent and speaks its protocol; the runner above it owns
+timing, liveness, state and records. A driver's methods raise `DriverError` (with a short,
+bounded `reason` for the `guestwatch_poll_errors_total` label) when the agent fails; a kind
+the agent cannot give comes back as `Unavailable`, never as an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from collector.facts import FactKind, OsInfo, Outcome, PollGroup
+
+
+class DriverError(Exception):
+    """A failed heartbeat or poll; `reason` is a label value from a small fixed set."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Driver(Protocol):
+    async def heartbeat(self) -> None:
+        """Prove the agent answers; raise DriverError otherwise."""
+
+    async def poll(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
+        """Collect every kind of `group`; per-kind failures are PollError outcomes."""
+
+    async def close(self) -> None:
+        """Release the channel; idempotent."""
+
+
+#: Called by a driver for every fault it absorbs (timeout, garbage, oversize, ...), so the
+#: runner can count it even when the driver recovered by itself.
+FaultHook = Callable[[str], None]

@@ -1,0 +1,193 @@
+"""One VM's polling: turns driver results into state, liveness transitions and store records.
+
+Protocol-agnostic: it sees a `Driver`. Logging follows the rule that a flapping or broken
+agent is logged when its state changes, never on every poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from collector.config import PollingConfig
+from collector.driver import Driver, DriverError
+from collector.facts import (
+    GROUP_KINDS,
+    FactKind,
+    FactSet,
+    Filesystem,
+    Memory,
+    NetInterface,
+    Outcome,
+    PollError,
+    PollGroup,
+    Unavailable,
+)
+from collector.liveness import State, Transition
+from collector.state import FleetState, VmState
+from storage.records import (
+    HeartbeatSeen,
+    InventoryObserved,
+    KindStatus,
+    KindSucceeded,
+    LivenessChanged,
+    Record,
+    Sample,
+    SamplesObserved,
+)
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Record], None]
+
+
+def samples_of(facts: FactSet) -> tuple[Sample, ...]:
+    """The measurements of a set, which go to the samples table rather than validity rows."""
+    out: list[Sample] = []
+    for item in facts.items:
+        if isinstance(item, Memory):
+            for metric, value in (
+                ("memory_total_bytes", item.total_bytes),
+                ("memory_available_bytes", item.available_bytes),
+                ("memory_free_bytes", item.free_bytes),
+                ("swap_free_bytes", item.swap_free_bytes),
+            ):
+                if value is not None:
+                    out.append(Sample(metric, "", float(value)))
+        elif isinstance(item, Filesystem):
+            if item.used_bytes is not None:
+                out.append(Sample("filesystem_used_bytes", item.mountpoint, float(item.used_bytes)))
+            if item.size_bytes is not None:
+                out.append(Sample("filesystem_size_bytes", item.mountpoint, float(item.size_bytes)))
+        elif isinstance(item, NetInterface):
+            if item.rx_bytes is not None:
+                out.append(Sample("network_receive_bytes", item.name, float(item.rx_bytes)))
+            if item.tx_bytes is not None:
+                out.append(Sample("network_transmit_bytes", item.name, float(item.tx_bytes)))
+    return tuple(out)
+
+
+class TargetRunner:
+    """Runs heartbeats and poll groups for one VM; called by the scheduler's jobs."""
+
+    def __init__(
+        self,
+        vm: VmState,
+        driver: Driver,
+        fleet: FleetState,
+        emit: Emit,
+        polling: PollingConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.vm = vm
+        self.driver = driver
+        self.fleet = fleet
+        self.emit = emit
+        self.polling = polling
+        self.clock = clock
+
+    @property
+    def name(self) -> str:
+        return self.vm.target.name
+
+    def _transition(self, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        level = logging.WARNING if transition.new in (State.LATE, State.DOWN) else logging.INFO
+        log.log(
+            level,
+            "vm %s: agent %s -> %s (%s)",
+            self.name,
+            transition.old,
+            transition.new,
+            transition.reason,
+        )
+        self.emit(
+            LivenessChanged(
+                self.vm.ref, transition.at, transition.old.value, transition.new.value,
+                transition.reason[:500],
+            )
+        )  # fmt: skip
+
+    async def heartbeat(self) -> None:
+        if self.vm.liveness.state is State.GONE:
+            return
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.polling.heartbeat_interval):
+                await self.driver.heartbeat()
+        except DriverError as exc:
+            self._missed(exc.reason)
+        except TimeoutError:
+            self._missed("timeout")
+        else:
+            now = self.clock()
+            self._transition(self.vm.liveness.answered(now))
+            self.emit(HeartbeatSeen(self.vm.ref, now))
+        finally:
+            self.fleet.observe_duration(PollGroup.HEARTBEAT, time.monotonic() - started)
+
+    def _missed(self, reason: str) -> None:
+        self.fleet.count_error("heartbeat", reason)
+        self._transition(self.vm.liveness.missed_heartbeat(self.clock(), reason))
+
+    async def poll(self, group: PollGroup) -> None:
+        if self.vm.liveness.state is State.GONE:
+            return
+        kinds = GROUP_KINDS[group]
+        started = time.monotonic()
+        try:
+            # Every command has its own timeout in the driver; this bounds a whole round so
+            # a hung VM releases its job before the next cadence.
+            budget = max(self.polling.command_timeout * 4, 1.0) + self.polling.command_timeout * 8
+            async with asyncio.timeout(budget):
+                outcomes = await self.driver.poll(group, self.vm.os)
+        except DriverError as exc:
+            outcomes = {kind: PollError(exc.reason, exc.detail) for kind in kinds}
+        except TimeoutError:
+            outcomes = {kind: PollError("timeout", "poll round over budget") for kind in kinds}
+        finally:
+            self.fleet.observe_duration(group, time.monotonic() - started)
+        self.record(outcomes.items())
+
+    def record(self, outcomes: Iterable[tuple[FactKind, Outcome]]) -> None:
+        """Apply one poll's outcomes: state, status changes, and only changed sets."""
+        now = self.clock()
+        for kind, outcome in outcomes:
+            state = self.vm.kind(kind)
+            if isinstance(outcome, FactSet):
+                self._set_status(kind, "ok", "", now)
+                state.last_success = now
+                self.emit(KindSucceeded(self.vm.ref, now, kind))
+                digest = outcome.digest()
+                if digest != state.digest:
+                    state.digest = digest
+                    self.emit(InventoryObserved(self.vm.ref, now, outcome))
+                samples = samples_of(outcome)
+                if samples:
+                    self.emit(SamplesObserved(self.vm.ref, now, samples))
+                self.vm.remember(outcome)
+            elif isinstance(outcome, Unavailable):
+                self._set_status(kind, "unavailable", outcome.reason, now)
+            else:
+                self.fleet.count_error(kind.value, outcome.reason)
+                self._set_status(kind, "error", outcome.reason, now, outcome.detail)
+
+    def _set_status(
+        self, kind: FactKind, status: str, reason: str, now: float, detail: str = ""
+    ) -> None:
+        state = self.vm.kind(kind)
+        if state.status == status and state.reason == reason:
+            return
+        if status == "ok":
+            if state.status not in ("pending", "ok"):
+                log.info("vm %s: %s available again", self.name, kind)
+        elif status == "unavailable":
+            log.info("vm %s: %s unavailable (%s)", self.name, kind, reason)
+        else:
+            log.warning("vm %s: %s poll failed: %s %s", self.name, kind, reason, detail[:200])
+        state.status = status
+        state.reason = reason
+        self.emit(KindStatus(self.vm.ref, now, kind, status, reason))

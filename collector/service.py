@@ -1,0 +1,231 @@
+"""The service: discovery, the poll scheduler, the writer and the HTTP server on one loop.
+
+APScheduler 3 (`AsyncIOScheduler`) fires one job per VM and cadence, so one slow or hung VM
+only ever delays its own jobs (`max_instances=1`: no overlapping run for one VM and cadence),
+and jitter spreads a large fleet over each interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from collector.config import Config
+from collector.driver import Driver
+from collector.facts import FactKind, PollGroup
+from collector.liveness import Liveness, State
+from collector.runner import TargetRunner
+from collector.state import FleetState, VmState
+from collector.targets import Target, discover, socket_exists
+from storage.records import LivenessChanged, Record, VmRef
+from storage.repository import Store
+from storage.writer import Writer
+
+log = logging.getLogger(__name__)
+
+DriverFactory = Callable[[Target, Config], Driver]
+#: How long a gone VM stays visible (as `gone`) before it is dropped from metrics.
+GONE_RETENTION_SECONDS = 3600.0
+#: First polls of a newly discovered VM are spread over at most this many seconds.
+STARTUP_SPREAD_SECONDS = 5.0
+
+
+def default_driver_factory(target: Target, config: Config) -> Driver:
+    if target.protocol == "qga":
+        from collector.protocols.qga.driver import QgaDriver
+
+        return QgaDriver(
+            target.socket,
+            mode=target.mode,
+            command_timeout=config.polling.command_timeout,
+            max_reply_bytes=config.polling.max_reply_bytes,
+        )
+    raise ValueError(f"protocol {target.protocol!r} is not supported yet")
+
+
+def interval_of(config: Config, group: PollGroup) -> float:
+    p = config.polling
+    return {
+        PollGroup.HEARTBEAT: p.heartbeat_interval,
+        PollGroup.USERS: p.users_interval,
+        PollGroup.MEMORY: p.memory_interval,
+        PollGroup.FILESYSTEMS: p.filesystems_interval,
+        PollGroup.SYSTEM: p.system_interval,
+        PollGroup.PACKAGES: p.packages_interval,
+    }[group]
+
+
+class Service:
+    """Owns every VM runner, the scheduler and the writer; views read `fleet`."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        driver_factory: DriverFactory = default_driver_factory,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.writer = Writer(store)
+        self.fleet = FleetState()
+        self.driver_factory = driver_factory
+        self.clock = clock
+        self.runners: dict[str, TargetRunner] = {}
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._digests: dict[tuple[str, FactKind], bytes] = {}
+        self._last_heartbeats: dict[str, float] = {}
+        self.started = False
+
+    def emit(self, record: Record) -> None:
+        self.writer.submit(record)
+
+    async def start(self) -> None:
+        """Warm-start from the store, start the writer, scheduler and first discovery."""
+        self._digests = await asyncio.to_thread(self.store.current_digests)
+        for vm in await asyncio.to_thread(self.store.list_vms):
+            if vm.last_heartbeat is not None:
+                self._last_heartbeats[vm.key] = vm.last_heartbeat.timestamp()
+        self.writer.start()
+        self.scheduler.start()
+        self.scan()
+        self.scheduler.add_job(
+            self.scan,
+            "interval",
+            seconds=self.config.polling.discovery_interval,
+            id="discovery",
+            max_instances=1,
+            coalesce=True,
+        )
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop polling, close every channel, then flush every pending write."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        # Let cancelled job tasks unwind before channels close under them.
+        await asyncio.sleep(0)
+        await asyncio.gather(
+            *(runner.driver.close() for runner in self.runners.values()), return_exceptions=True
+        )
+        await self.writer.close()
+        self.started = False
+
+    def scan(self) -> None:
+        """Reconcile runners with what exists now: new sockets start, vanished ones go."""
+        now = self.clock()
+        present: dict[str, Target] = {
+            name: target
+            for name, target in discover(self.config).items()
+            if socket_exists(target.socket)
+        }
+        for name, target in present.items():
+            runner = self.runners.get(name)
+            if runner is None or runner.vm.target != target:
+                if runner is not None:
+                    self._deactivate(runner, now, "target changed")
+                self._activate(self._new_runner(target, now), now)
+            elif runner.vm.liveness.state is State.GONE:
+                runner.vm.liveness.reappeared(now)
+                self._emit_transition(runner, State.GONE, State.UNKNOWN, now, "rediscovered")
+                self._activate(runner, now)
+        for name, runner in list(self.runners.items()):
+            if name in present:
+                continue
+            if runner.vm.liveness.state is not State.GONE:
+                self._deactivate(runner, now, "agent socket vanished")
+            elif now - runner.vm.liveness.since > GONE_RETENTION_SECONDS:
+                del self.runners[name]
+                self.fleet.vms.pop(name, None)
+
+    def _new_runner(self, target: Target, now: float) -> TargetRunner:
+        ref = VmRef(
+            key=target.key,
+            name=target.name,
+            hypervisor=target.hypervisor,
+            protocol=target.protocol,
+            uuid=target.uuid,
+        )
+        liveness = Liveness(
+            late_after=self.config.liveness.late_after,
+            down_after=self.config.liveness.down_after,
+            now=now,
+            last_heartbeat=self._last_heartbeats.get(target.key),
+        )
+        vm = VmState(target=target, ref=ref, liveness=liveness)
+        for kind in FactKind:
+            digest = self._digests.get((target.key, kind))
+            if digest is not None:
+                vm.kind(kind).digest = digest
+        runner = TargetRunner(
+            vm, self.driver_factory(target, self.config), self.fleet, self.emit,
+            self.config.polling, self.clock,
+        )  # fmt: skip
+        self.runners[target.name] = runner
+        self.fleet.vms[target.name] = vm
+        log.info("vm %s: discovered (%s, %s, %s)", target.name, target.protocol, target.mode,
+                 target.socket)  # fmt: skip
+        return runner
+
+    def _activate(self, runner: TargetRunner, now: float) -> None:
+        name = runner.name
+        rng = random.Random(zlib.crc32(name.encode()))  # noqa: S311 - scheduling jitter only
+        start = datetime.fromtimestamp(now, UTC)
+        for group in PollGroup:
+            interval = interval_of(self.config, group)
+            phase = rng.uniform(0, min(interval, STARTUP_SPREAD_SECONDS))
+            if group is PollGroup.PACKAGES:
+                phase += 1.0  # after the first system poll has told the OS family
+            func: Callable[[], Any]
+            func = runner.heartbeat if group is PollGroup.HEARTBEAT else _poll_of(runner, group)
+            self.scheduler.add_job(
+                func,
+                "interval",
+                seconds=interval,
+                jitter=interval * self.config.polling.jitter,
+                id=f"{name}\0{group.value}",
+                next_run_time=start + timedelta(seconds=phase),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(interval)),
+                replace_existing=True,
+            )
+
+    def _deactivate(self, runner: TargetRunner, now: float, reason: str) -> None:
+        for group in PollGroup:
+            job = self.scheduler.get_job(f"{runner.name}\0{group.value}")
+            if job is not None:
+                job.remove()
+        old = runner.vm.liveness.state
+        if runner.vm.liveness.vanished(now, reason) is not None:
+            log.info("vm %s: %s -> gone (%s)", runner.name, old, reason)
+            self._emit_transition(runner, old, State.GONE, now, reason)
+        task = asyncio.ensure_future(runner.driver.close())
+        task.add_done_callback(_log_task_error)
+
+    def _emit_transition(
+        self, runner: TargetRunner, old: State, new: State, at: float, reason: str
+    ) -> None:
+        self.emit(LivenessChanged(runner.vm.ref, at, old.value, new.value, reason))
+
+
+def _poll_of(runner: TargetRunner, group: PollGroup) -> Callable[[], Any]:
+    async def poll() -> None:
+        await runner.poll(group)
+
+    poll.__name__ = f"poll_{group.value}"
+    return poll
+
+
+def _log_task_error(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("closing a channel failed: %s", exc)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install the Debian packages named as arguments when their commands are missing.
+# Only as root (apt-get); otherwise say what is missing and let the tests decide.
+set -euo pipefail
+
+declare -A probe=(
+  [qemu-guest-agent]=/usr/sbin/qemu-ga
+  [prometheus]=/usr/bin/promtool
+)
+
+missing=()
+for pkg in "$@"; do
+  path=${probe[$pkg]:-}
+  if [ -n "$path" ]; then
+    [ -x "$path" ] || missing+=("$pkg")
+  else
+    dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  fi
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages (not root, not installing): ${missing[*]}" >&2
+  exit 0
+fi
+
+echo "installing Debian packages: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
