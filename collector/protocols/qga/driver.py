@@ -1,0 +1,76 @@
+"""The qemu-ga driver behind `collector.driver.Driver`: session + inventory + channel mode.
+
+`persistent` keeps one connection open across polls (it resyncs or reconnects by itself);
+`per-poll` connects for each heartbeat or poll round and lets go afterwards, as Proxmox needs
+(it connects to the same socket per command). Concurrent rounds of one VM share the
+connection; the last one out closes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+from collector.driver import DriverError, FaultHook
+from collector.facts import FactKind, OsInfo, Outcome, PollGroup
+
+from .._sanitize import scrub_text
+from .errors import QgaError
+from .inventory import QgaInventory, ping
+from .session import QgaSession
+from .transport import Connector, unix_connector
+
+__all__ = ["MODES", "QgaDriver"]
+
+MODES = ("persistent", "per-poll")
+
+
+class QgaDriver:
+    """One VM's qemu-ga channel for the runner: heartbeat, poll(group), close."""
+
+    def __init__(
+        self,
+        socket: str,
+        *,
+        mode: str = "persistent",
+        command_timeout: float = 3.0,
+        max_reply_bytes: int = 10 * 1024 * 1024,
+        on_fault: FaultHook | None = None,
+        connector: Connector | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.mode = mode
+        self.session = QgaSession(
+            connector or unix_connector(socket),
+            command_timeout=command_timeout,
+            max_reply_bytes=max_reply_bytes,
+            on_fault=on_fault,
+        )
+        # Exec (rpm -qa) must finish well inside the runner's per-round budget.
+        self.inventory = QgaInventory(self.session, exec_timeout=command_timeout * 6)
+        self._users = 0
+
+    async def heartbeat(self) -> None:
+        async with self._channel():
+            await ping(self.session)
+
+    async def poll(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
+        async with self._channel():
+            return await self.inventory.collect(group, os_info=known_os)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    @contextlib.asynccontextmanager
+    async def _channel(self) -> AsyncIterator[None]:
+        self._users += 1
+        try:
+            await self.session.open()
+            yield
+        except QgaError as exc:
+            raise DriverError(exc.reason, scrub_text(str(exc), 256)) from exc
+        finally:
+            self._users -= 1
+            if self.mode == "per-poll" and self._users == 0:
+                await self.session.close()
