@@ -7,7 +7,8 @@ cancellation the session is BROKEN and, before its next use, resynchronises with
 `guest-sync-delimited` (0xFF flush, fresh random id, discard up to the 0xFF the agent puts
 before its reply) or, if the channel is gone, reconnects. A late reply to a timed-out command
 is thereby discarded and never handed to a later one. Each request also carries an "id" that
-qemu-ga echoes; a reply echoing another id is treated as garbage, a second line of defence.
+qemu-ga echoes; a reply echoing another id is garbage, and once guest-info has shown that the
+agent echoes ids, so is a reply without one: a second line of defence.
 
 States (in the spirit of qemu's python/qemu/qmp)::
 
@@ -107,6 +108,8 @@ class QgaSession:
         self._eof = False
         self._lock = asyncio.Lock()
         self._seq = 0
+        self._strict_ids = False
+        self._last_id_echoed = False
 
     # -- public surface ---------------------------------------------------------------
 
@@ -243,9 +246,11 @@ class QgaSession:
             self._reader, self._writer = reader, writer
             self._buf.clear()
             self._eof = False
+            self._strict_ids = False
             await self._resync()
             (info,) = await self._exchange([("guest-info", None)], self.command_timeout)
             self._apply_guest_info(info)
+            self._strict_ids = self._last_id_echoed
         except QgaError as exc:
             self._drop_transport()
             self._state = State.BROKEN
@@ -346,8 +351,11 @@ class QgaSession:
         return out
 
     def _interpret(self, reply: dict[str, Any], command: str, request_id: str) -> Any:
+        self._last_id_echoed = "id" in reply
         if "id" in reply and reply["id"] != request_id:
             raise ProtocolError(f"reply to {command} carries another request's id (stale)")
+        if self._strict_ids and "id" not in reply:
+            raise ProtocolError(f"reply to {command} does not echo its id (unsolicited)")
         if "return" in reply:
             return reply["return"]
         error = reply.get("error")
