@@ -1,0 +1,942 @@
+"""The store: records observations as history and answers history queries.
+
+`Store.write` takes a batch of records from the one writer task and applies it in one
+transaction with a fixed number of statements whatever the number of rows (each is an
+executemany or a set-based SELECT), because 10,000 VMs x 1,500 packages must not cost a round
+trip per row. Synchronous on purpose: the writer calls it in a thread, the CLI directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.sql.dml import Insert
+
+from collector.facts import FactKind
+from storage import db
+from storage.diff import SUBJECT_MAX, Change, EventType, bounded, changes, set_digest
+from storage.models import (
+    KEY_LEN,
+    KIND_LEN,
+    METRIC_LEN,
+    NAME_LEN,
+    PROTOCOL_LEN,
+    REASON_LEN,
+    STATE_LEN,
+    UUID_LEN,
+    Event,
+    InventoryItem,
+    InventorySet,
+    KindStatusRow,
+    SampleRow,
+    UtcDateTime,
+    Vm,
+)
+from storage.queries import (
+    AmbiguousDomain,
+    DomainNotFound,
+    EventView,
+    HistoryEntry,
+    Inventory,
+    KindState,
+    PackageHit,
+    SamplePoint,
+    StoreError,
+    VmInfo,
+    WriteStats,
+)
+from storage.records import (
+    HeartbeatSeen,
+    InventoryObserved,
+    KindStatus,
+    KindSucceeded,
+    LivenessChanged,
+    Record,
+    SamplesObserved,
+    VmRef,
+)
+
+__all__ = [
+    "AmbiguousDomain",
+    "DomainNotFound",
+    "EventView",
+    "HistoryEntry",
+    "Inventory",
+    "KindState",
+    "PackageHit",
+    "SamplePoint",
+    "Store",
+    "StoreError",
+    "VmInfo",
+    "WriteStats",
+]
+
+#: Keys per `IN (...)` list: far below SQLite's and PostgreSQL's bound-parameter limits.
+IN_CHUNK: Final = 500
+
+_VMS = cast(Table, Vm.__table__)
+_ITEMS = cast(Table, InventoryItem.__table__)
+_SETS = cast(Table, InventorySet.__table__)
+_EVENTS = cast(Table, Event.__table__)
+_SAMPLES = cast(Table, SampleRow.__table__)
+_STATUS = cast(Table, KindStatusRow.__table__)
+
+
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _clean(text: str, limit: int | None = None) -> str:
+    """Text the database accepts: no NUL (PostgreSQL), no lone surrogates (any driver)."""
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text if limit is None else text[:limit]
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start : start + IN_CHUNK]
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+Excluded = Any  # the dialect Insert's `excluded` column collection
+
+
+def _upsert(
+    dialect: str,
+    table: Table,
+    keys: Sequence[str],
+    update_from: Callable[[Excluded], Mapping[str, Any]] | None,
+) -> Insert:
+    """INSERT ... ON CONFLICT for the two supported backends (same syntax, separate constructs)."""
+    if dialect == "postgresql":
+        pg = postgresql.insert(table)
+        if update_from is None:
+            return pg.on_conflict_do_nothing(index_elements=keys)
+        return pg.on_conflict_do_update(index_elements=keys, set_=update_from(pg.excluded))
+    if dialect == "sqlite":
+        lite = sqlite.insert(table)
+        if update_from is None:
+            return lite.on_conflict_do_nothing(index_elements=keys)
+        return lite.on_conflict_do_update(index_elements=keys, set_=update_from(lite.excluded))
+    raise StoreError(f"unsupported database backend: {dialect}")
+
+
+class _Item:
+    """A current item of one VM and kind while a batch is applied."""
+
+    __slots__ = ("name", "pending", "row_id", "valid_from", "value")
+
+    def __init__(
+        self,
+        name: str,
+        value: str,
+        row_id: int | None = None,
+        pending: dict[str, Any] | None = None,
+        valid_from: datetime | None = None,
+    ) -> None:
+        self.name = name
+        self.value = value
+        self.row_id = row_id  # an existing row
+        self.pending = pending  # or a row inserted by this batch
+        self.valid_from = valid_from
+
+
+@dataclass(slots=True)
+class _SetState:
+    items: dict[str, _Item]
+    exists: bool  # an inventory_sets row exists in the database
+    dirty: bool = False
+    first_seen: datetime | None = None
+    changed_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Everything one `write` call will send, accumulated in record order."""
+
+    vm_ids: dict[str, int]
+    sets: dict[tuple[int, str], _SetState] = field(default_factory=dict)
+    opened: list[dict[str, Any]] = field(default_factory=list)
+    closed: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    status: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    success: dict[tuple[int, str], datetime] = field(default_factory=dict)
+    heartbeats: dict[int, datetime] = field(default_factory=dict)
+    liveness: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def event(self, vm_id: int, at: datetime, kind: str | None, change: Change) -> None:
+        self.events.append(
+            {
+                "vm_id": vm_id,
+                "at": at,
+                "type": str(change.type),
+                "kind": kind,
+                "subject": _clean(change.subject, SUBJECT_MAX),
+                "old": None if change.old is None else _clean(change.old),
+                "new": None if change.new is None else _clean(change.new),
+            }
+        )
+
+
+class Store:
+    """The history store over one database (SQLite file or PostgreSQL)."""
+
+    def __init__(self, url: str | Engine) -> None:
+        if isinstance(url, Engine):
+            self._engine = url
+            self._owned = False
+        else:
+            self._engine = db.create_engine_for(url)
+            self._owned = True
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Create or migrate the schema (`guestwatch db upgrade`)."""
+        db.upgrade(self._engine, revision)
+
+    def is_up_to_date(self) -> bool:
+        return db.is_up_to_date(self._engine)
+
+    def close(self) -> None:
+        if self._owned:
+            self._engine.dispose()
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, records: Sequence[Record]) -> WriteStats:
+        """Apply a batch of records, in order, in one transaction."""
+        started = time.perf_counter()
+        if not records:
+            return WriteStats()
+        with self._engine.connect() as conn:
+            conn.execution_options(**{db.WRITE_TRANSACTION: True})
+            with conn.begin():
+                batch = _Batch(vm_ids=self._upsert_vms(conn, records))
+                self._load_sets(conn, batch, records)
+                for record in records:
+                    self._apply(batch, record)
+                self._flush(conn, batch)
+        return WriteStats(
+            records=len(records),
+            vms=len(batch.vm_ids),
+            items_opened=len(batch.opened),
+            items_closed=len(batch.closed)
+            + sum(1 for row in batch.opened if row["valid_to"] is not None),
+            events=len(batch.events),
+            samples=len(batch.samples),
+            seconds=time.perf_counter() - started,
+        )
+
+    def _upsert_vms(self, conn: Connection, records: Sequence[Record]) -> dict[str, int]:
+        """Insert new VMs, update changed attributes; return key → id for the batch."""
+        refs: dict[str, VmRef] = {}
+        first_at: dict[str, float] = {}
+        for record in records:
+            key = _clean(record.vm.key, KEY_LEN)
+            refs[key] = record.vm
+            first_at.setdefault(key, record.at)
+        keys = list(refs)
+
+        known: dict[str, AnyRow] = {}
+        for chunk in _chunks(keys):
+            for row in conn.execute(
+                select(
+                    _VMS.c.id,
+                    _VMS.c.key,
+                    _VMS.c.name,
+                    _VMS.c.uuid,
+                    _VMS.c.hypervisor,
+                    _VMS.c.protocol,
+                ).where(_VMS.c.key.in_(chunk))
+            ):
+                known[row.key] = row
+
+        ids = {key: row.id for key, row in known.items()}
+        missing = [key for key in keys if key not in known]
+        if missing:
+            rows = []
+            for key in missing:
+                ref, at = refs[key], _ts(first_at[key])
+                rows.append(
+                    {
+                        "key": key,
+                        "name": _clean(ref.name, NAME_LEN),
+                        "uuid": None if ref.uuid is None else _clean(ref.uuid, UUID_LEN),
+                        "hypervisor": _clean(ref.hypervisor, NAME_LEN),
+                        "protocol": _clean(ref.protocol, PROTOCOL_LEN),
+                        "first_seen": at,
+                        "last_heartbeat": None,
+                        "state": "unknown",
+                        "state_since": at,
+                    }
+                )
+            # ON CONFLICT DO NOTHING: another host may insert the same (migrating) VM.
+            conn.execute(_upsert(conn.dialect.name, _VMS, ["key"], None), rows)
+            for chunk in _chunks(missing):
+                for inserted in conn.execute(
+                    select(_VMS.c.id, _VMS.c.key).where(_VMS.c.key.in_(chunk))
+                ):
+                    ids[inserted.key] = inserted.id
+
+        changed = []
+        for key, row in known.items():
+            ref = refs[key]
+            want = {
+                "name": _clean(ref.name, NAME_LEN),
+                "hypervisor": _clean(ref.hypervisor, NAME_LEN),
+                "protocol": _clean(ref.protocol, PROTOCOL_LEN),
+                # An unknown UUID does not erase a known one.
+                "uuid": row.uuid if ref.uuid is None else _clean(ref.uuid, UUID_LEN),
+            }
+            if any(getattr(row, column) != value for column, value in want.items()):
+                changed.append({"b_id": row.id, **{f"b_{k}": v for k, v in want.items()}})
+        if changed:
+            conn.execute(
+                update(_VMS)
+                .where(_VMS.c.id == bindparam("b_id"))
+                .values(
+                    name=bindparam("b_name"),
+                    hypervisor=bindparam("b_hypervisor"),
+                    protocol=bindparam("b_protocol"),
+                    uuid=bindparam("b_uuid"),
+                ),
+                changed,
+            )
+        return ids
+
+    def _load_sets(self, conn: Connection, batch: _Batch, records: Sequence[Record]) -> None:
+        """Load the current rows of every (VM, kind) this batch observes: one SELECT per kind."""
+        wanted: dict[str, set[int]] = {}
+        for record in records:
+            if isinstance(record, InventoryObserved):
+                vm_id = batch.vm_ids[_clean(record.vm.key, KEY_LEN)]
+                wanted.setdefault(str(record.facts.kind), set()).add(vm_id)
+        if not wanted:
+            return
+        vm_ids = sorted(set().union(*wanted.values()))
+        existing: set[tuple[int, str]] = set()
+        for chunk in _chunks(vm_ids):
+            existing.update(
+                (row.vm_id, row.kind)
+                for row in conn.execute(
+                    select(_SETS.c.vm_id, _SETS.c.kind).where(_SETS.c.vm_id.in_(chunk))
+                )
+            )
+        for kind, kind_vms in wanted.items():
+            seen = sorted(vm_id for vm_id in kind_vms if (vm_id, kind) in existing)
+            for vm_id in seen:
+                batch.sets[(vm_id, kind)] = _SetState(items={}, exists=True)
+            for chunk in _chunks(seen):
+                result = conn.execute(
+                    select(
+                        _ITEMS.c.id,
+                        _ITEMS.c.vm_id,
+                        _ITEMS.c.identity,
+                        _ITEMS.c.name,
+                        _ITEMS.c.value,
+                    )
+                    .where(_ITEMS.c.kind == kind)
+                    .where(_ITEMS.c.vm_id.in_(chunk))
+                    .where(_ITEMS.c.valid_to.is_(None))
+                )
+                for row in result:
+                    items = batch.sets[(row.vm_id, kind)].items
+                    items[row.identity] = _Item(row.name, row.value, row_id=row.id)
+
+    def _apply(self, batch: _Batch, record: Record) -> None:
+        vm_id = batch.vm_ids[_clean(record.vm.key, KEY_LEN)]
+        at = _ts(record.at)
+        if isinstance(record, InventoryObserved):
+            self._apply_inventory(batch, vm_id, at, record)
+        elif isinstance(record, SamplesObserved):
+            batch.samples.extend(
+                {
+                    "vm_id": vm_id,
+                    "at": at,
+                    "metric": _clean(sample.metric, METRIC_LEN),
+                    "label": _clean(sample.label, NAME_LEN),
+                    "value": float(sample.value),
+                }
+                for sample in record.samples
+                if math.isfinite(sample.value)  # SQLite stores NaN as NULL
+            )
+        elif isinstance(record, KindStatus):
+            batch.status[(vm_id, str(record.kind))] = {
+                "vm_id": vm_id,
+                "kind": _clean(str(record.kind), KIND_LEN),
+                "status": _clean(record.status, STATE_LEN),
+                "reason": _clean(record.reason, REASON_LEN),
+                "since": at,
+                "last_success": None,
+            }
+        elif isinstance(record, KindSucceeded):
+            key = (vm_id, str(record.kind))
+            batch.success[key] = max(at, batch.success.get(key, at))
+        elif isinstance(record, HeartbeatSeen):
+            batch.heartbeats[vm_id] = max(at, batch.heartbeats.get(vm_id, at))
+        elif isinstance(record, LivenessChanged):
+            batch.liveness[vm_id] = {
+                "b_id": vm_id,
+                "b_state": _clean(record.new, STATE_LEN),
+                "b_since": at,
+            }
+            batch.event(
+                vm_id,
+                at,
+                None,
+                Change(
+                    EventType.LIVENESS_CHANGED,
+                    record.reason,
+                    bounded(record.old),
+                    bounded(record.new),
+                ),
+            )
+        else:  # pragma: no cover - exhaustiveness
+            raise StoreError(f"unknown record: {type(record).__name__}")
+
+    def _apply_inventory(
+        self, batch: _Batch, vm_id: int, at: datetime, record: InventoryObserved
+    ) -> None:
+        kind = str(record.facts.kind)
+        observed: dict[str, tuple[str, str]] = {}
+        for fact in record.facts.items:
+            observed[_clean(fact.identity())] = (_clean(fact.label(), NAME_LEN), fact.value())
+
+        state = batch.sets.get((vm_id, kind))
+
+        def open_row(identity: str, name: str, value: str) -> _Item:
+            row = {
+                "vm_id": vm_id,
+                "kind": kind,
+                "name": name,
+                "identity": identity,
+                "value": value,
+                "valid_from": at,
+                "valid_to": None,
+            }
+            batch.opened.append(row)
+            return _Item(name, value, pending=row, valid_from=at)
+
+        def close_row(item: _Item) -> None:
+            if item.pending is not None:
+                assert item.valid_from is not None
+                item.pending["valid_to"] = max(at, item.valid_from)
+            else:
+                batch.closed.append({"b_id": item.row_id, "b_to": at})
+
+        if state is None:
+            # First observation of this kind: open rows, one summary event, no per-item events.
+            items = {
+                ident: open_row(ident, name, value) for ident, (name, value) in observed.items()
+            }
+            batch.sets[(vm_id, kind)] = _SetState(
+                items=items, exists=False, dirty=True, first_seen=at, changed_at=at
+            )
+            batch.event(
+                vm_id,
+                at,
+                kind,
+                Change(EventType.INVENTORY_FIRST_SEEN, kind, None, str(len(items))),
+            )
+            return
+
+        items = state.items
+        for identity in sorted(items.keys() - observed.keys()):
+            item = items.pop(identity)
+            close_row(item)
+            for change in changes(kind, item.name, item.value, None):
+                batch.event(vm_id, at, kind, change)
+            state.dirty = True
+        for identity, (name, value) in observed.items():
+            current = items.get(identity)
+            if current is None:
+                items[identity] = open_row(identity, name, value)
+                for change in changes(kind, name, None, value):
+                    batch.event(vm_id, at, kind, change)
+                state.dirty = True
+            elif current.value != value:
+                close_row(current)
+                items[identity] = open_row(identity, name, value)
+                for change in changes(kind, name, current.value, value):
+                    batch.event(vm_id, at, kind, change)
+                state.dirty = True
+        if state.dirty:
+            state.changed_at = at
+
+    def _flush(self, conn: Connection, batch: _Batch) -> None:
+        """Send the accumulated batch: one executemany per kind of write."""
+        dialect = conn.dialect.name
+        if batch.closed:
+            to = bindparam("b_to", type_=UtcDateTime())
+            conn.execute(
+                update(_ITEMS)
+                .where(_ITEMS.c.id == bindparam("b_id"))
+                .values(valid_to=case((_ITEMS.c.valid_from > to, _ITEMS.c.valid_from), else_=to)),
+                batch.closed,
+            )
+        if batch.opened:
+            conn.execute(insert(_ITEMS), batch.opened)
+
+        new_sets, changed_sets = [], []
+        for (vm_id, kind), state in batch.sets.items():
+            if not state.dirty:
+                continue
+            digest = set_digest((ident, item.value) for ident, item in state.items.items())
+            if state.exists:
+                changed_sets.append(
+                    {
+                        "b_vm_id": vm_id,
+                        "b_kind": kind,
+                        "b_digest": digest,
+                        "b_count": len(state.items),
+                        "b_at": state.changed_at,
+                    }
+                )
+            else:
+                new_sets.append(
+                    {
+                        "vm_id": vm_id,
+                        "kind": kind,
+                        "digest": digest,
+                        "item_count": len(state.items),
+                        "first_seen": state.first_seen,
+                        "changed_at": state.changed_at,
+                    }
+                )
+        if new_sets:
+            conn.execute(insert(_SETS), new_sets)
+        if changed_sets:
+            conn.execute(
+                update(_SETS)
+                .where(_SETS.c.vm_id == bindparam("b_vm_id"))
+                .where(_SETS.c.kind == bindparam("b_kind"))
+                .values(
+                    digest=bindparam("b_digest"),
+                    item_count=bindparam("b_count"),
+                    changed_at=bindparam("b_at", type_=UtcDateTime()),
+                ),
+                changed_sets,
+            )
+
+        if batch.samples:
+            conn.execute(insert(_SAMPLES), batch.samples)
+
+        if batch.status:
+            conn.execute(
+                _upsert(
+                    dialect,
+                    _STATUS,
+                    ["vm_id", "kind"],
+                    lambda new: {
+                        "status": new.status,
+                        "reason": new.reason,
+                        # `since` is when the status last changed, not when it was last sent.
+                        "since": case(
+                            (_STATUS.c.status == new.status, _STATUS.c.since), else_=new.since
+                        ),
+                    },
+                ),
+                list(batch.status.values()),
+            )
+        if batch.success:
+            conn.execute(
+                _upsert(
+                    dialect,
+                    _STATUS,
+                    ["vm_id", "kind"],
+                    lambda new: {
+                        "last_success": case(
+                            (
+                                or_(
+                                    _STATUS.c.last_success.is_(None),
+                                    _STATUS.c.last_success < new.last_success,
+                                ),
+                                new.last_success,
+                            ),
+                            else_=_STATUS.c.last_success,
+                        )
+                    },
+                ),
+                [
+                    {
+                        "vm_id": vm_id,
+                        "kind": _clean(kind, KIND_LEN),
+                        "status": "ok",
+                        "reason": "",
+                        "since": at,
+                        "last_success": at,
+                    }
+                    for (vm_id, kind), at in batch.success.items()
+                ],
+            )
+
+        if batch.heartbeats:
+            seen = bindparam("b_seen", type_=UtcDateTime())
+            conn.execute(
+                update(_VMS)
+                .where(_VMS.c.id == bindparam("b_id"))
+                .values(
+                    last_heartbeat=case(
+                        (
+                            or_(_VMS.c.last_heartbeat.is_(None), _VMS.c.last_heartbeat < seen),
+                            seen,
+                        ),
+                        else_=_VMS.c.last_heartbeat,
+                    )
+                ),
+                [{"b_id": vm_id, "b_seen": at} for vm_id, at in batch.heartbeats.items()],
+            )
+        if batch.liveness:
+            conn.execute(
+                update(_VMS)
+                .where(_VMS.c.id == bindparam("b_id"))
+                .values(
+                    state=bindparam("b_state"),
+                    state_since=bindparam("b_since", type_=UtcDateTime()),
+                ),
+                list(batch.liveness.values()),
+            )
+        if batch.events:
+            conn.execute(insert(_EVENTS), batch.events)
+
+    # ------------------------------------------------------------------ digests
+
+    def current_digests(self) -> dict[tuple[str, FactKind], bytes]:
+        """(VM key, kind) → digest of the current rows, equal to `FactSet.digest()`.
+
+        Read from `inventory_sets`, which every write keeps equal to the digest of the rows it
+        leaves current: the collector warm-starts after a restart from a small table.
+        """
+        out: dict[tuple[str, FactKind], bytes] = {}
+        kinds = {str(k): k for k in FactKind}
+        with self._engine.connect() as conn:
+            for row in conn.execute(
+                select(_VMS.c.key, _SETS.c.kind, _SETS.c.digest).join(
+                    _VMS, _VMS.c.id == _SETS.c.vm_id
+                )
+            ):
+                kind = kinds.get(row.kind)
+                if kind is not None:
+                    out[(row.key, kind)] = bytes(row.digest)
+        return out
+
+    def recompute_digests(self) -> dict[tuple[str, FactKind], bytes]:
+        """The same digests computed from the current rows themselves (a consistency check).
+
+        Reads every current row: for tests and repairs, not for start-up.
+        """
+        pairs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        with self._engine.connect() as conn:
+            for key, kind, _ in conn.execute(
+                select(_VMS.c.key, _SETS.c.kind, _SETS.c.vm_id).join(
+                    _VMS, _VMS.c.id == _SETS.c.vm_id
+                )
+            ):
+                pairs[(key, kind)] = []
+            result = conn.execution_options(stream_results=True, yield_per=10_000).execute(
+                select(_VMS.c.key, _ITEMS.c.kind, _ITEMS.c.identity, _ITEMS.c.value)
+                .join(_VMS, _VMS.c.id == _ITEMS.c.vm_id)
+                .where(_ITEMS.c.valid_to.is_(None))
+            )
+            for key, kind, identity, value in result:
+                pairs.setdefault((key, kind), []).append((identity, value))
+        kinds = {str(k): k for k in FactKind}
+        return {
+            (key, kinds[kind]): set_digest(items)
+            for (key, kind), items in pairs.items()
+            if kind in kinds
+        }
+
+    # ------------------------------------------------------------------ queries
+
+    def _vm_row(self, conn: Connection, domain: str) -> AnyRow:
+        rows = list(
+            conn.execute(
+                select(_VMS).where(
+                    or_(_VMS.c.key == domain, _VMS.c.uuid == domain, _VMS.c.name == domain)
+                )
+            )
+        )
+        for column in ("key", "uuid", "name"):
+            matches = [row for row in rows if getattr(row, column) == domain]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise AmbiguousDomain(domain, sorted(row.key for row in matches))
+        raise DomainNotFound(domain)
+
+    def _vm_infos(self, conn: Connection, vm_rows: Sequence[AnyRow]) -> list[VmInfo]:
+        if not vm_rows:
+            return []
+        ids = [row.id for row in vm_rows]
+        everyone = len(ids) > IN_CHUNK
+
+        def only(column: ColumnElement[int]) -> Iterable[ColumnElement[bool]]:
+            return () if everyone else (column.in_(ids),)
+
+        kinds = {str(k): k for k in FactKind}
+        states: dict[int, dict[FactKind, KindState]] = {}
+        for row in conn.execute(select(_STATUS).where(*only(_STATUS.c.vm_id))):
+            kind = kinds.get(row.kind)
+            if kind is not None:
+                states.setdefault(row.vm_id, {})[kind] = KindState(
+                    row.status, row.reason, row.since, row.last_success
+                )
+        os_names: dict[int, str] = {}
+        hostnames: dict[int, str] = {}
+        for row in conn.execute(
+            select(_ITEMS.c.vm_id, _ITEMS.c.kind, _ITEMS.c.value)
+            .where(_ITEMS.c.kind.in_([str(FactKind.OS), str(FactKind.HOSTNAME)]))
+            .where(_ITEMS.c.valid_to.is_(None))
+            .where(*only(_ITEMS.c.vm_id))
+        ):
+            data = _json(row.value)
+            if row.kind == FactKind.OS:
+                os_names[row.vm_id] = str(data.get("pretty_name") or data.get("name") or "")
+            else:
+                hostnames[row.vm_id] = str(data.get("name") or data.get("fqdn") or "")
+        return [
+            VmInfo(
+                key=row.key,
+                name=row.name,
+                uuid=row.uuid,
+                hypervisor=row.hypervisor,
+                protocol=row.protocol,
+                state=row.state,
+                state_since=row.state_since,
+                first_seen=row.first_seen,
+                last_heartbeat=row.last_heartbeat,
+                os_pretty_name=os_names.get(row.id),
+                hostname=hostnames.get(row.id),
+                kinds=states.get(row.id, {}),
+            )
+            for row in vm_rows
+        ]
+
+    def list_vms(self) -> list[VmInfo]:
+        """Every known VM, ordered by name then key."""
+        with self._engine.connect() as conn:
+            rows = list(conn.execute(select(_VMS).order_by(_VMS.c.name, _VMS.c.key)))
+            return self._vm_infos(conn, rows)
+
+    def vm(self, domain: str) -> VmInfo:
+        """One VM by key, UUID or name."""
+        with self._engine.connect() as conn:
+            return self._vm_infos(conn, [self._vm_row(conn, domain)])[0]
+
+    def inventory(self, domain: str, at: datetime | None = None) -> Inventory:
+        """A VM's current inventory, or the rows valid at `at` (valid_from <= at < valid_to)."""
+        with self._engine.connect() as conn:
+            vm_row = self._vm_row(conn, domain)
+            query = select(_ITEMS.c.kind, _ITEMS.c.identity, _ITEMS.c.value).where(
+                _ITEMS.c.vm_id == vm_row.id
+            )
+            if at is None:
+                query = query.where(_ITEMS.c.valid_to.is_(None))
+            else:
+                at = _aware(at)
+                query = query.where(_ITEMS.c.valid_from <= at).where(
+                    or_(_ITEMS.c.valid_to.is_(None), _ITEMS.c.valid_to > at)
+                )
+            facts: dict[FactKind, list[dict[str, Any]]] = {}
+            kinds = {str(k): k for k in FactKind}
+            rows = sorted(conn.execute(query), key=lambda row: (row.kind, row.identity))
+            for row in rows:
+                kind = kinds.get(row.kind)
+                if kind is not None:
+                    facts.setdefault(kind, []).append(_json(row.value))
+            return Inventory(vm=self._vm_infos(conn, [vm_row])[0], at=at, facts=facts)
+
+    def history(
+        self,
+        domain: str,
+        kind: FactKind | str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[HistoryEntry]:
+        """Validity rows of a VM opened or closed in [since, until), newest first."""
+        kinds = {str(k): k for k in FactKind}
+        with self._engine.connect() as conn:
+            vm_row = self._vm_row(conn, domain)
+            query = select(_ITEMS).where(_ITEMS.c.vm_id == vm_row.id)
+            if kind is not None:
+                query = query.where(_ITEMS.c.kind == str(kind))
+            if since is not None or until is not None:
+                query = query.where(
+                    or_(
+                        _window(_ITEMS.c.valid_from, since, until),
+                        and_(
+                            _ITEMS.c.valid_to.is_not(None),
+                            _window(_ITEMS.c.valid_to, since, until),
+                        ),
+                    )
+                )
+            query = query.order_by(_ITEMS.c.valid_from.desc(), _ITEMS.c.id.desc()).limit(limit)
+            return [
+                HistoryEntry(
+                    kind=kinds[row.kind],
+                    name=row.name,
+                    identity=row.identity,
+                    value=_json(row.value),
+                    valid_from=row.valid_from,
+                    valid_to=row.valid_to,
+                )
+                for row in conn.execute(query)
+                if row.kind in kinds
+            ]
+
+    def events(
+        self,
+        domain: str | None = None,
+        type: EventType | str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+        *,
+        kind: FactKind | str | None = None,
+    ) -> list[EventView]:
+        """Events in [since, until), newest first."""
+        with self._engine.connect() as conn:
+            query = select(_EVENTS, _VMS.c.name.label("domain"), _VMS.c.key.label("vm_key")).join(
+                _VMS, _VMS.c.id == _EVENTS.c.vm_id
+            )
+            if domain is not None:
+                query = query.where(_EVENTS.c.vm_id == self._vm_row(conn, domain).id)
+            if type is not None:
+                query = query.where(_EVENTS.c.type == str(type))
+            if kind is not None:
+                query = query.where(_EVENTS.c.kind == str(kind))
+            if since is not None or until is not None:
+                query = query.where(_window(_EVENTS.c.at, since, until))
+            query = query.order_by(_EVENTS.c.at.desc(), _EVENTS.c.id.desc()).limit(limit)
+            return [
+                EventView(
+                    id=row.id,
+                    at=row.at,
+                    domain=row.domain,
+                    vm_key=row.vm_key,
+                    type=row.type,
+                    kind=row.kind,
+                    subject=row.subject,
+                    old=row.old,
+                    new=row.new,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def packages(self, name: str, version: str | None = None) -> list[PackageHit]:
+        """VMs that currently have package `name` (optionally exactly `version`)."""
+        with self._engine.connect() as conn:
+            query = (
+                select(
+                    _ITEMS.c.value,
+                    _ITEMS.c.valid_from,
+                    _VMS.c.name.label("domain"),
+                    _VMS.c.key.label("vm_key"),
+                )
+                .join(_VMS, _VMS.c.id == _ITEMS.c.vm_id)
+                .where(_ITEMS.c.kind == str(FactKind.PACKAGES))
+                .where(_ITEMS.c.name == name)
+                .where(_ITEMS.c.valid_to.is_(None))
+                .order_by(_VMS.c.name, _VMS.c.key)
+            )
+            hits = []
+            for row in conn.execute(query):
+                data = _json(row.value)
+                hit = PackageHit(
+                    domain=row.domain,
+                    vm_key=row.vm_key,
+                    name=str(data.get("name", name)),
+                    version=str(data.get("version", "")),
+                    arch=str(data.get("arch", "")),
+                    manager=str(data.get("manager", "")),
+                    since=row.valid_from,
+                )
+                if version is None or hit.version == version:
+                    hits.append(hit)
+            return hits
+
+    def samples(
+        self,
+        domain: str,
+        metric: str,
+        since: datetime | None = None,
+        *,
+        until: datetime | None = None,
+        label: str | None = None,
+        limit: int = 100_000,
+    ) -> list[SamplePoint]:
+        """A VM's samples of one metric, oldest first."""
+        with self._engine.connect() as conn:
+            vm_id = self._vm_row(conn, domain).id
+            query = (
+                select(_SAMPLES.c.at, _SAMPLES.c.label, _SAMPLES.c.value)
+                .where(_SAMPLES.c.vm_id == vm_id)
+                .where(_SAMPLES.c.metric == metric)
+            )
+            if label is not None:
+                query = query.where(_SAMPLES.c.label == label)
+            if since is not None or until is not None:
+                query = query.where(_window(_SAMPLES.c.at, since, until))
+            query = query.order_by(_SAMPLES.c.at, _SAMPLES.c.id).limit(limit)
+            return [SamplePoint(row.at, row.label, row.value) for row in conn.execute(query)]
+
+    def prune_samples(self, before: datetime) -> int:
+        """Delete samples older than `before` (retention); returns the number deleted."""
+        with self._engine.connect() as conn:
+            conn.execution_options(**{db.WRITE_TRANSACTION: True})
+            with conn.begin():
+                result = conn.execute(delete(_SAMPLES).where(_SAMPLES.c.at < _aware(before)))
+                return result.rowcount
+
+
+def _window(column: Any, since: datetime | None, until: datetime | None) -> ColumnElement[bool]:
+    conditions = []
+    if since is not None:
+        conditions.append(column >= _aware(since))
+    if until is not None:
+        conditions.append(column < _aware(until))
+    return and_(*conditions)
+
+
+def _json(value: str) -> dict[str, Any]:
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
