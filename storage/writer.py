@@ -1,0 +1,284 @@
+"""The one writer task: batches records so that polling never waits on the database.
+
+Pollers call `submit()`, which only appends to a bounded in-memory queue. One asyncio task
+takes up to `max_batch` records (or whatever arrived within `max_delay`) and hands them to
+`Store.write` in a thread. A failed write keeps its records and is retried with capped
+exponential backoff; while it is stuck, the queue absorbs new records up to `max_queue` and then
+drops (counted), so memory stays bounded and the event loop never blocks.
+
+A record the database rejects by its content (not because the database is unreachable) would
+block the queue forever, so a failing batch is halved on each failure to isolate it, and a single
+record that still fails `poison_after` times with a non-transient error is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+from storage.records import Record
+
+log = logging.getLogger(__name__)
+
+#: Errors that say "the database is unavailable", not "this data is bad": retried forever.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    ConnectionError,
+    TimeoutError,
+)
+
+_DROP_LOG_INTERVAL = 10.0
+
+
+class BatchStore(Protocol):
+    """What the writer needs of a store (`storage.repository.Store` is one)."""
+
+    def write(self, records: Sequence[Record], /) -> object: ...
+
+
+class Writer:
+    """Batches submitted records into `store.write` calls from one asyncio task."""
+
+    def __init__(
+        self,
+        store: BatchStore,
+        *,
+        max_batch: int = 5000,
+        max_delay: float = 0.5,
+        max_queue: int = 200_000,
+        retry_initial: float = 0.1,
+        retry_max: float = 30.0,
+        poison_after: int = 5,
+    ) -> None:
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError("max_batch and max_queue must be at least 1")
+        self._store = store
+        self._max_batch = max_batch
+        self._max_delay = max_delay
+        self._max_queue = max_queue
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._poison_after = poison_after
+
+        self._pending: deque[Record] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._accepted = 0  # records ever accepted by submit()
+        self._done = 0  # records taken off the queue (written or dropped as poison)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._last_drop_log = float("-inf")
+        self._drops_unlogged = 0
+
+        self.written = 0
+        self.dropped = 0
+        self.poisoned = 0
+        self.failures = 0
+        self.batches = 0
+        self.last_write_seconds = 0.0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def submit(self, record: Record) -> bool:
+        """Queue a record without waiting; False (counted in `dropped`) if the queue is full."""
+        if self._closing:
+            self._drop("writer closed")
+            return False
+        if len(self._pending) >= self._max_queue:
+            self._drop("queue full")
+            return False
+        self._pending.append(record)
+        self._accepted += 1
+        depth = len(self._pending)
+        if depth in (1, self._max_batch):
+            self._wake.set()
+        return True
+
+    def start(self) -> None:
+        """Start the writer task on the running loop."""
+        if self._task is not None:
+            raise RuntimeError("writer already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="storage-writer")
+
+    async def flush(self) -> None:
+        """Wait until every record submitted so far is written (or dropped as poison)."""
+        target = self._accepted
+        if self._done >= target:
+            return
+        if not self.running:
+            raise RuntimeError("writer is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        self._wake.set()
+        await future
+
+    async def close(self, grace: float | None = 30.0) -> None:
+        """Flush and stop; after `grace` seconds (None: never) give up on what is left."""
+        self._closing = True
+        self._wake.set()
+        task = self._task
+        if task is None:
+            if self._pending:
+                log.warning(
+                    "storage writer: closed before start, %d records unwritten", len(self._pending)
+                )
+            self._settle(force=True)
+            return
+        try:
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if not done:
+                log.error(
+                    "storage writer: gave up after %.1f s with %d records unwritten",
+                    grace,
+                    len(self._pending),
+                )
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            self._settle(force=True)
+
+    # ------------------------------------------------------------------ task
+
+    async def _run(self) -> None:
+        """Run the loop; a bug in it is logged and the loop restarted, never left dead."""
+        while True:
+            try:
+                await self._loop()
+            except Exception:
+                log.exception("storage writer: internal error; restarting in 1 s")
+                await asyncio.sleep(1.0)
+            else:
+                return
+
+    async def _loop(self) -> None:
+        size = self._max_batch
+        consecutive = 0  # failed attempts since the last success
+        head_failures = 0  # failures of a single-record batch (poison detection)
+        while True:
+            if not self._pending:
+                self._settle()
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._gather()
+
+            count = min(size, len(self._pending))
+            batch = list(itertools.islice(self._pending, count))
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(self._store.write, batch)
+            except Exception as exc:
+                self.failures += 1
+                consecutive += 1
+                transient = isinstance(exc, TRANSIENT_ERRORS)
+                if transient:
+                    pass  # the database is away: retry the same batch
+                elif count > 1:
+                    size = max(1, count // 2)  # bisect towards the record it rejects
+                else:
+                    head_failures += 1
+                    if head_failures >= self._poison_after:
+                        log.exception(
+                            "storage writer: dropping a %s record the database keeps rejecting",
+                            type(batch[0]).__name__,
+                        )
+                        self._pending.popleft()
+                        self._advance(1, poisoned=True)
+                        head_failures = 0
+                        continue
+                delay = min(self._retry_max, self._retry_initial * 2 ** (consecutive - 1))
+                log.warning(
+                    "storage writer: write of %d records failed (%s: %s); retry in %.1f s",
+                    count,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=consecutive == 1,
+                )
+                await asyncio.sleep(delay)
+                continue
+
+            self.last_write_seconds = time.perf_counter() - started
+            self.batches += 1
+            self.written += count
+            for _ in range(count):
+                self._pending.popleft()
+            self._advance(count, poisoned=False)
+            if consecutive:
+                log.info("storage writer: writes succeed again after %d failures", consecutive)
+            consecutive = 0
+            head_failures = 0
+            size = min(self._max_batch, size * 2)
+
+    async def _gather(self) -> None:
+        """Wait for a full batch, `max_delay`, a flush or close: whichever comes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_delay
+        while len(self._pending) < self._max_batch and not self._urgent():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _urgent(self) -> bool:
+        return self._closing or bool(self._waiters)
+
+    def _advance(self, count: int, *, poisoned: bool) -> None:
+        self._done += count
+        if poisoned:
+            self.poisoned += count
+            self.dropped += count
+        self._settle()
+
+    def _settle(self, *, force: bool = False) -> None:
+        """Wake the flushers whose records are all done (all of them when stopping)."""
+        keep = []
+        for target, future in self._waiters:
+            if future.done():
+                continue
+            if self._done >= target:
+                future.set_result(None)
+            elif force:
+                future.set_exception(RuntimeError("writer closed before the records were written"))
+            else:
+                keep.append((target, future))
+        self._waiters = keep
+
+    def _drop(self, why: str) -> None:
+        self.dropped += 1
+        self._drops_unlogged += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= _DROP_LOG_INTERVAL:
+            log.warning(
+                "storage writer: %s, dropped %d records (%d in total)",
+                why,
+                self._drops_unlogged,
+                self.dropped,
+            )
+            self._last_drop_log = now
+            self._drops_unlogged = 0
