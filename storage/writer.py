@@ -6,6 +6,10 @@ takes up to `max_batch` records (or whatever arrived within `max_delay`) and han
 exponential backoff; while it is stuck, the queue absorbs new records up to `max_queue` and then
 drops (counted), so memory stays bounded and the event loop never blocks.
 
+Heartbeats and kind successes only ever move a timestamp forward, so a newer one replaces the
+queued one for the same VM (and kind) instead of taking a place in the queue: during a database
+outage they cannot crowd inventory out of the bounded queue.
+
 A record the database rejects by its content (not because the database is unreachable) would
 block the queue forever, so a failing batch is halved on each failure to isolate it, and a single
 record that still fails `poison_after` times with a non-transient error is dropped and counted.
@@ -24,7 +28,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
-from storage.records import Record
+from storage.records import HeartbeatSeen, KindSucceeded, Record
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,25 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _DROP_LOG_INTERVAL = 10.0
+
+
+class _Slot:
+    """A queued record; `count` is how many submitted records it stands for (coalescing)."""
+
+    __slots__ = ("count", "key", "record")
+
+    def __init__(self, record: Record, key: tuple[str, ...] | None) -> None:
+        self.record = record
+        self.key = key
+        self.count = 1
+
+
+def _coalesce_key(record: Record) -> tuple[str, ...] | None:
+    if isinstance(record, HeartbeatSeen):
+        return ("heartbeat", record.vm.key)
+    if isinstance(record, KindSucceeded):
+        return ("success", record.vm.key, str(record.kind))
+    return None
 
 
 class BatchStore(Protocol):
@@ -70,7 +93,8 @@ class Writer:
         self._retry_max = retry_max
         self._poison_after = poison_after
 
-        self._pending: deque[Record] = deque()
+        self._pending: deque[_Slot] = deque()
+        self._coalescing: dict[tuple[str, ...], _Slot] = {}  # queued, not yet being written
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -81,6 +105,7 @@ class Writer:
         self._drops_unlogged = 0
 
         self.written = 0
+        self.coalesced = 0
         self.dropped = 0
         self.poisoned = 0
         self.failures = 0
@@ -98,14 +123,28 @@ class Writer:
         return self._task is not None and not self._task.done()
 
     def submit(self, record: Record) -> bool:
-        """Queue a record without waiting; False (counted in `dropped`) if the queue is full."""
+        """Queue a record without waiting; False (counted in `dropped`) if the queue is full.
+
+        Call it from the event loop's thread (it is not thread-safe).
+        """
         if self._closing:
             self._drop("writer closed")
             return False
+        key = _coalesce_key(record)
+        if key is not None and (queued := self._coalescing.get(key)) is not None:
+            if record.at >= queued.record.at:
+                queued.record = record
+            queued.count += 1
+            self._accepted += 1
+            self.coalesced += 1
+            return True
         if len(self._pending) >= self._max_queue:
             self._drop("queue full")
             return False
-        self._pending.append(record)
+        slot = _Slot(record, key)
+        self._pending.append(slot)
+        if key is not None:
+            self._coalescing[key] = slot
         self._accepted += 1
         depth = len(self._pending)
         if depth in (1, self._max_batch):
@@ -184,7 +223,11 @@ class Writer:
             await self._gather()
 
             count = min(size, len(self._pending))
-            batch = list(itertools.islice(self._pending, count))
+            slots = list(itertools.islice(self._pending, count))
+            for slot in slots:  # being written: no longer replaceable
+                if slot.key is not None and self._coalescing.get(slot.key) is slot:
+                    del self._coalescing[slot.key]
+            batch = [slot.record for slot in slots]
             started = time.perf_counter()
             try:
                 await asyncio.to_thread(self._store.write, batch)
@@ -203,8 +246,7 @@ class Writer:
                             "storage writer: dropping a %s record the database keeps rejecting",
                             type(batch[0]).__name__,
                         )
-                        self._pending.popleft()
-                        self._advance(1, poisoned=True)
+                        self._advance(self._pending.popleft().count, poisoned=True)
                         head_failures = 0
                         continue
                 delay = min(self._retry_max, self._retry_initial * 2 ** (consecutive - 1))
@@ -221,10 +263,11 @@ class Writer:
 
             self.last_write_seconds = time.perf_counter() - started
             self.batches += 1
-            self.written += count
+            represented = sum(slot.count for slot in slots)
+            self.written += represented
             for _ in range(count):
                 self._pending.popleft()
-            self._advance(count, poisoned=False)
+            self._advance(represented, poisoned=False)
             if consecutive:
                 log.info("storage writer: writes succeed again after %d failures", consecutive)
             consecutive = 0

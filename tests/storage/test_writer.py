@@ -6,13 +6,14 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import OperationalError
 
 from collector.facts import FactKind, Package
-from storage.records import HeartbeatSeen, Record
+from storage.records import HeartbeatSeen, KindSucceeded, Record, Sample, SamplesObserved
 from storage.repository import Store
 from storage.writer import Writer
 
@@ -53,16 +54,17 @@ class FakeStore:
         return [r for batch in self.batches for r in batch]
 
 
-def beats(n: int, start: float = T0) -> list[Record]:
+def records_(n: int, start: float = T0) -> list[Record]:
+    """Records that are never coalesced (one per poll)."""
     ref = vm()
-    return [HeartbeatSeen(ref, start + i) for i in range(n)]
+    return [SamplesObserved(ref, start + i, (Sample("m", "", float(i)),)) for i in range(n)]
 
 
 async def test_flush_writes_everything_submitted_in_batches() -> None:
     store = FakeStore()
     writer = Writer(store, max_batch=100, max_delay=10.0)
     writer.start()
-    records = beats(250)
+    records = records_(250)
     for record in records:
         assert writer.submit(record)
     await asyncio.wait_for(writer.flush(), 2)  # does not wait for max_delay
@@ -78,7 +80,7 @@ async def test_records_wait_at_most_max_delay() -> None:
     store = FakeStore()
     writer = Writer(store, max_batch=1000, max_delay=0.05)
     writer.start()
-    writer.submit(beats(1)[0])
+    writer.submit(records_(1)[0])
     for _ in range(100):
         if store.batches:
             break
@@ -91,7 +93,7 @@ async def test_a_full_batch_is_written_without_waiting_for_the_delay() -> None:
     store = FakeStore()
     writer = Writer(store, max_batch=10, max_delay=60.0)
     writer.start()
-    for record in beats(10):
+    for record in records_(10):
         writer.submit(record)
     for _ in range(100):
         if store.batches:
@@ -105,7 +107,7 @@ async def test_close_flushes_and_stops() -> None:
     store = FakeStore()
     writer = Writer(store, max_batch=1000, max_delay=60.0)
     writer.start()
-    records = beats(5)
+    records = records_(5)
     for record in records:
         writer.submit(record)
     await asyncio.wait_for(writer.close(), 2)
@@ -127,7 +129,7 @@ async def test_failing_writes_are_retried_and_nothing_is_lost() -> None:
     store = FakeStore(fail_first=6)
     writer = Writer(store, max_batch=50, max_delay=0.01, retry_initial=0.001, retry_max=0.01)
     writer.start()
-    records = beats(120)
+    records = records_(120)
     for record in records:
         writer.submit(record)
     await asyncio.wait_for(writer.flush(), 5)
@@ -144,7 +146,7 @@ async def test_unexpected_errors_are_retried_too_and_do_not_kill_the_task(
     store = FakeStore(fail_first=3, error=RuntimeError)
     writer = Writer(store, max_batch=8, max_delay=0.01, retry_initial=0.001, retry_max=0.01)
     writer.start()
-    records = beats(8)
+    records = records_(8)
     with caplog.at_level(logging.WARNING, logger="storage.writer"):
         for record in records:
             writer.submit(record)
@@ -161,7 +163,7 @@ async def test_a_record_the_database_keeps_rejecting_is_isolated_and_dropped() -
         store, max_batch=64, max_delay=0.01, retry_initial=0.001, retry_max=0.002, poison_after=3
     )
     writer.start()
-    records = beats(100)
+    records = records_(100)
     for record in records:
         writer.submit(record)
     await asyncio.wait_for(writer.flush(), 5)
@@ -175,7 +177,7 @@ async def test_queue_full_drops_are_counted_and_logged(caplog: pytest.LogCapture
     store = FakeStore(gate=gate)
     writer = Writer(store, max_batch=5, max_delay=0.0, max_queue=10)
     writer.start()
-    records = beats(30)
+    records = records_(30)
     with caplog.at_level(logging.WARNING, logger="storage.writer"):
         writer.submit(records[0])
         await asyncio.sleep(0.05)  # the writer is now blocked in store.write (the gate)
@@ -191,11 +193,44 @@ async def test_queue_full_drops_are_counted_and_logged(caplog: pytest.LogCapture
     await writer.close()
 
 
+async def test_heartbeats_and_successes_are_coalesced_in_the_queue() -> None:
+    gate = threading.Event()
+    store = FakeStore(gate=gate)
+    writer = Writer(store, max_batch=100, max_delay=0.0, max_queue=5)
+    writer.start()
+    blocker = records_(1)[0]
+    writer.submit(blocker)
+    await asyncio.sleep(0.05)  # blocked in store.write: what follows waits in the queue
+    refs = [vm(f"vm{i}") for i in range(3)]
+    for step in (5, 1, 9, 3):  # out of order: the newest wins
+        for ref in refs:
+            assert writer.submit(HeartbeatSeen(ref, T0 + step))
+        assert writer.submit(KindSucceeded(refs[0], T0 + step, FactKind.USERS))
+    assert writer.queue_depth == 1 + 4  # the blocked one, 3 heartbeats, 1 success
+    assert writer.coalesced == 12
+    assert writer.dropped == 0
+    gate.set()
+    await asyncio.wait_for(writer.flush(), 5)
+    assert store.written[0] is blocker
+    assert sorted((type(r).__name__, r.vm.name, r.at) for r in store.written[1:]) == [
+        ("HeartbeatSeen", "vm0", T0 + 9),
+        ("HeartbeatSeen", "vm1", T0 + 9),
+        ("HeartbeatSeen", "vm2", T0 + 9),
+        ("KindSucceeded", "vm0", T0 + 9),
+    ]
+    assert writer.written == 17  # every accepted record is accounted for
+    # Once written, a new heartbeat takes a new place in the queue.
+    writer.submit(HeartbeatSeen(refs[0], T0 + 10))
+    await asyncio.wait_for(writer.flush(), 5)
+    assert store.written[-1] == HeartbeatSeen(refs[0], T0 + 10)
+    await writer.close()
+
+
 async def test_close_gives_up_after_grace_when_the_database_stays_away() -> None:
     store = FakeStore(fail_first=10**9)
     writer = Writer(store, max_delay=0.0, retry_initial=0.001, retry_max=0.01)
     writer.start()
-    writer.submit(beats(1)[0])
+    writer.submit(records_(1)[0])
     flushing = asyncio.ensure_future(writer.flush())
     await asyncio.wait_for(writer.close(grace=0.1), 2)
     assert not writer.running
@@ -211,10 +246,12 @@ async def test_writer_with_a_real_store(tmp_path: Path) -> None:
     writer.start()
     ref = vm()
     writer.submit(observed(ref, T0, FactKind.PACKAGES, [Package(name="bash", version="5.1")]))
-    for record in beats(5):
+    for record in records_(5):
         writer.submit(record)
     writer.submit(observed(ref, T0 + 60, FactKind.PACKAGES, [Package(name="bash", version="5.2")]))
+    writer.submit(HeartbeatSeen(ref, T0 + 61))
     await writer.close()
-    assert store.vm("web-1").last_heartbeat is not None
+    assert store.vm("web-1").last_heartbeat == datetime.fromtimestamp(T0 + 61, UTC)
+    assert store.samples("web-1", "m")[-1].value == 4.0
     assert [e.type for e in store.events()] == ["package_upgraded", "inventory_first_seen"]
     store.close()
