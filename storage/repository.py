@@ -475,26 +475,28 @@ class Store:
             return
 
         items = state.items
+        changed = False
         for identity in sorted(items.keys() - observed.keys()):
             item = items.pop(identity)
             close_row(item)
             for change in changes(kind, item.name, item.value, None):
                 batch.event(vm_id, at, kind, change)
-            state.dirty = True
+            changed = True
         for identity, (name, value) in observed.items():
             current = items.get(identity)
             if current is None:
                 items[identity] = open_row(identity, name, value)
                 for change in changes(kind, name, None, value):
                     batch.event(vm_id, at, kind, change)
-                state.dirty = True
+                changed = True
             elif current.value != value:
                 close_row(current)
                 items[identity] = open_row(identity, name, value)
                 for change in changes(kind, name, current.value, value):
                     batch.event(vm_id, at, kind, change)
-                state.dirty = True
-        if state.dirty:
+                changed = True
+        if changed:
+            state.dirty = True
             state.changed_at = at
 
     def _flush(self, conn: Connection, batch: _Batch) -> None:
