@@ -31,7 +31,7 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # uvicorn and APScheduler log every request / job run at INFO: keep them quiet.
-    for noisy in ("uvicorn", "uvicorn.error", "apscheduler"):
+    for noisy in ("uvicorn", "uvicorn.error", "apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
@@ -119,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return dispatch(args, config)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `guestwatch show vm | head`
+        sys.stderr.close()
+        return 0
 
 
 def dispatch(args: argparse.Namespace, config: Config) -> int:

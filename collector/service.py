@@ -99,7 +99,7 @@ class Service:
         self.scheduler.start()
         self.scan()
         self.scheduler.add_job(
-            self.scan,
+            self._scan_job,
             "interval",
             seconds=self.config.polling.discovery_interval,
             id="discovery",
@@ -119,6 +119,10 @@ class Service:
         )
         await self.writer.close()
         self.started = False
+
+    async def _scan_job(self) -> None:
+        # A coroutine, so that APScheduler runs it on the loop rather than in a thread.
+        self.scan()
 
     def scan(self) -> None:
         """Reconcile runners with what exists now: new sockets start, vanished ones go."""

@@ -87,12 +87,18 @@ def build_app(
             inventory = await asyncio.to_thread(store.inventory, name, at)
         except DomainNotFound:
             return problem(404, "Domain not found", f"no domain named {name[:128]!r}")
-        body: dict[str, Any] = {"domain": name, "at": at.isoformat() if at else None}
-        vm = fleet.vms.get(name)
-        if vm is not None and at is None:
-            body["summary"] = domain_summary(vm)
-        body["inventory"] = {str(kind): rows for kind, rows in inventory.items()}
-        return JSONResponse(body)
+        body: dict[str, Any] = {
+            "domain": inventory.vm.name,
+            "key": inventory.vm.key,
+            "at": at.isoformat() if at else None,
+            "state": inventory.vm.state,
+            "inventory": {kind.value: rows for kind, rows in inventory.facts.items()},
+            "facts": {
+                kind.value: {"status": s.status, "reason": s.reason}
+                for kind, s in inventory.status.items()
+            },
+        }
+        return JSONResponse(_jsonable(body))
 
     async def history(request: Request) -> Response:
         name = request.path_params["domain"]
@@ -104,7 +110,7 @@ def build_app(
             return problem(400, "Bad request", str(exc))
         try:
             rows = await asyncio.to_thread(
-                store.history, name, kind=q.get("kind") or None, since=since, until=until
+                lambda: store.history(name, kind=q.get("kind") or None, since=since, until=until)
             )
         except DomainNotFound:
             return problem(404, "Domain not found", f"no domain named {name[:128]!r}")
@@ -118,8 +124,10 @@ def build_app(
         except ValueError as exc:
             return problem(400, "Bad request", str(exc))
         rows = await asyncio.to_thread(
-            store.events, domain=q.get("domain") or None, type=q.get("type") or None,
-            since=since, until=until,
+            lambda: store.events(
+                domain=q.get("domain") or None, type=q.get("type") or None,
+                since=since, until=until,
+            )
         )  # fmt: skip
         return JSONResponse({"items": [_jsonable(r) for r in rows]})
 

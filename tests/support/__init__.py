@@ -1,0 +1,1 @@
+"""Shared test support: real components (qemu-ga, promtool) and the in-process service."""
