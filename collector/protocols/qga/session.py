@@ -15,7 +15,7 @@ States (in the spirit of qemu's python/qemu/qmp)::
     CLOSED --open()--> CONNECTING --> SYNCING --guest-info--> READY
     READY  --timeout/garbage/oversize/disconnect/cancel--> BROKEN
     BROKEN --next use--> SYNCING --> READY        (channel still up)
-    BROKEN --next use--> CONNECTING --> ...       (channel lost, or resync failed)
+    BROKEN --next use--> CONNECTING --> ...       (channel lost, or resync failed twice)
     any    --close()--> CLOSED
 
 Exactly one request batch is in flight per session (an asyncio.Lock).
@@ -45,7 +45,7 @@ from .errors import (
 )
 from .transport import Connector
 
-__all__ = ["FaultHook", "QgaSession", "Request", "State"]
+__all__ = ["MAX_SYNC_FAILURES", "FaultHook", "QgaSession", "Request", "State"]
 
 _CHUNK: Final = 64 * 1024
 _MARKER: Final = b"\xff"
@@ -55,6 +55,8 @@ _DESC_LIMIT: Final = 512
 _CLOSE_WAIT: Final = 1.0
 _INVALID: Final = object()
 
+#: Consecutive failed resyncs on one channel before it is dropped and reopened.
+MAX_SYNC_FAILURES: Final = 2
 #: Called with a fault reason each time the session records one (see `errors`).
 FaultHook = Callable[[str], None]
 #: One request of a batch: command name and its arguments (or None).
@@ -110,6 +112,7 @@ class QgaSession:
         self._seq = 0
         self._strict_ids = False
         self._last_id_echoed = False
+        self._sync_failures = 0
 
     # -- public surface ---------------------------------------------------------------
 
@@ -215,11 +218,18 @@ class QgaSession:
                 return
         if self._state is State.CLOSED:
             raise ConnectError("session is closed; call open() first")
-        if self._channel_alive():
+        if self._channel_alive() and self._sync_failures < MAX_SYNC_FAILURES:
             try:
                 await self._resync()
             except Disconnected as exc:
                 self._fault(exc.reason)  # then reconnect below
+            except SyncError as exc:
+                # Keep the channel: a stalled agent answers the next resync on it, and the
+                # stale replies it owes are discarded then.
+                self._sync_failures += 1
+                self._state = State.BROKEN
+                self._fault(exc.reason)
+                raise
             except QgaError as exc:
                 self._drop_transport()
                 self._state = State.BROKEN
@@ -230,6 +240,7 @@ class QgaSession:
                 self._state = State.BROKEN
                 raise
             else:
+                self._sync_failures = 0
                 self._state = State.READY
                 return
         await self._connect()
@@ -247,6 +258,7 @@ class QgaSession:
             self._buf.clear()
             self._eof = False
             self._strict_ids = False
+            self._sync_failures = 0
             await self._resync()
             (info,) = await self._exchange([("guest-info", None)], self.command_timeout)
             self._apply_guest_info(info)
