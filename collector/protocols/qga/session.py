@@ -227,17 +227,11 @@ class QgaSession:
                 # Keep the channel: a stalled agent answers the next resync on it, and the
                 # stale replies it owes are discarded then.
                 self._sync_failures += 1
-                self._state = State.BROKEN
-                self._fault(exc.reason)
-                raise
+                raise self._failed(exc, drop=False) from None
             except QgaError as exc:
-                self._drop_transport()
-                self._state = State.BROKEN
-                self._fault(exc.reason)
-                raise
-            except BaseException:
-                self._drop_transport()
-                self._state = State.BROKEN
+                raise self._failed(exc, drop=True) from None
+            except BaseException as exc:
+                self._failed(exc, drop=True)
                 raise
             else:
                 self._sync_failures = 0
@@ -254,6 +248,7 @@ class QgaSession:
                 reader, writer = await asyncio.wait_for(self._connector(), self.command_timeout)
             except (OSError, TimeoutError) as exc:
                 raise ConnectError(f"cannot connect: {exc!r}"[:_DESC_LIMIT]) from exc
+            # If close() ran meanwhile, _resync refuses and the new channel is dropped.
             self._reader, self._writer = reader, writer
             self._buf.clear()
             self._eof = False
@@ -264,15 +259,27 @@ class QgaSession:
             self._apply_guest_info(info)
             self._strict_ids = self._last_id_echoed
         except QgaError as exc:
-            self._drop_transport()
-            self._state = State.BROKEN
-            self._fault(exc.reason)
-            raise
-        except BaseException:
-            self._drop_transport()
-            self._state = State.BROKEN
+            raise self._failed(exc, drop=True) from None
+        except BaseException as exc:
+            self._failed(exc, drop=True)
             raise
         self._state = State.READY
+
+    def _failed(self, exc: BaseException, *, drop: bool) -> QgaError:
+        """Record a failure: BROKEN and counted, unless close() ran meanwhile.
+
+        Returns the error to raise: `exc` itself, or ConnectError when the session was closed
+        under the caller (that is not an agent fault and is not counted).
+        """
+        if drop:
+            self._drop_transport()
+        if self._state is State.CLOSED:
+            return ConnectError("session closed while the command was in flight")
+        self._state = State.BROKEN
+        if isinstance(exc, QgaError):
+            self._fault(exc.reason)
+            return exc
+        return ConnectError("interrupted")
 
     def _apply_guest_info(self, info: Any) -> None:
         if isinstance(info, AgentError):
@@ -324,16 +331,10 @@ class QgaSession:
         try:
             await self._exchange(batch, per_reply, done)
         except QgaError as exc:
-            error: QgaError = exc
-            if self._state is State.CLOSED:
-                error = ConnectError("session closed while the command was in flight")
-            else:
-                self._state = State.BROKEN
-                self._fault(exc.reason)
+            error = self._failed(exc, drop=False)
             done.extend([error] * (len(batch) - len(done)))
-        except BaseException:
-            if self._state is not State.CLOSED:
-                self._state = State.BROKEN
+        except BaseException as exc:  # cancelled: a reply may still come, so resync first
+            self._failed(exc, drop=False)
             raise
         return done
 
@@ -383,6 +384,8 @@ class QgaSession:
 
     async def _resync(self) -> None:
         """Flush the agent's parser and skip everything up to our own sync reply."""
+        if self._state is State.CLOSED:
+            raise ConnectError("session closed")
         self._state = State.SYNCING
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.command_timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,14 @@ from typing import Any
 import pytest
 
 from collector.facts import FactKind, FactSet, OsInfo, PollError, PollGroup, Unavailable
-from collector.protocols.qga import QgaInventory, QgaSession, package_family, unix_connector
+from collector.protocols.qga import (
+    QgaInventory,
+    QgaSession,
+    State,
+    package_family,
+    unix_connector,
+)
+from collector.protocols.qga.driver import QgaDriver
 from collector.protocols.qga.inventory import RPM_ARGV
 from collector.protocols.qga.parse import RPM_QUERYFORMAT
 
@@ -319,3 +327,22 @@ async def test_parse_skips_are_counted(fake_agent: FakeFactory):
     assert len(outcome.items) == 1
     assert seen == [(FactKind.USERS, 1)]
     assert inventory.parse_skips == {FactKind.USERS: 1}
+
+
+async def test_driver_per_poll_shares_one_channel_between_concurrent_rounds(
+    fake_agent: FakeFactory,
+):
+    async def slow_users(request: dict[str, Any], conn: Conn) -> bool:
+        if request["execute"] == "guest-get-users":
+            await asyncio.sleep(0.05)
+        return False
+
+    agent = await fake_agent(slow_users)
+    driver = QgaDriver(agent.path, mode="per-poll", command_timeout=1.0)
+    results = await asyncio.gather(
+        driver.poll(PollGroup.USERS, None), driver.heartbeat(), driver.heartbeat()
+    )
+    assert isinstance(results[0][FactKind.USERS], FactSet)
+    assert driver.session.state is State.CLOSED
+    assert agent.connections == 1
+    await driver.close()

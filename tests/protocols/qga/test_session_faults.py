@@ -433,3 +433,36 @@ async def test_bad_requests_are_refused_before_sending(fake_agent: FakeFactory):
     with pytest.raises(TypeError):
         await session.execute("guest-ping", ["not", "a", "mapping"])  # type: ignore[arg-type]
     assert await session.execute_many([]) == []
+
+
+async def test_close_during_open_wins(fake_agent: FakeFactory):
+    agent = await fake_agent()
+    connect = unix_connector(agent.path)
+
+    async def slow_connector() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        await asyncio.sleep(0.1)
+        return await connect()
+
+    session = QgaSession(slow_connector)
+    task = asyncio.create_task(session.open())
+    await asyncio.sleep(0.02)
+    await session.close()
+    with pytest.raises(ConnectError):
+        await task
+    assert session.state is State.CLOSED
+    assert session.faults == {}
+    assert agent.executed("guest-info") == []
+
+
+async def test_in_memory_connector_is_enough(fake_agent: FakeFactory):
+    """Any async callable returning a stream pair is a connector (no socket path needed)."""
+    agent = await fake_agent()
+    calls = []
+
+    async def connector() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        calls.append(1)
+        return await asyncio.open_unix_connection(agent.path)
+
+    async with QgaSession(connector) as session:
+        assert await session.execute("guest-ping") == {}
+    assert calls == [1]
