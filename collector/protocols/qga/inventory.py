@@ -175,6 +175,8 @@ class QgaInventory:
         return {FactKind.USERS: self._facts(FactKind.USERS, reply, parse_users)}
 
     async def memory(self) -> dict[FactKind, Outcome]:
+        if self.last_os is not None and self.last_os.id.strip().lower() == "mswindows":
+            return {FactKind.MEMORY: Unavailable("unsupported os")}  # no /proc/meminfo there
         data = await self._read_file(MEMINFO_PATH, self.max_meminfo_bytes, 64 * 1024)
         if not isinstance(data, bytes):
             return {FactKind.MEMORY: data}

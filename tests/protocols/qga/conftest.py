@@ -70,6 +70,10 @@ def short_tmp() -> Iterator[Path]:
 
 
 def qemu_ga_path() -> str | None:
+    """The qemu-ga binary; env GUESTWATCH_QEMU_GA overrides (a missing path = not installed)."""
+    override = os.environ.get("GUESTWATCH_QEMU_GA")
+    if override is not None:
+        return override if os.access(override, os.X_OK) else None
     found = shutil.which("qemu-ga")
     if found:
         return found

@@ -346,3 +346,12 @@ async def test_driver_per_poll_shares_one_channel_between_concurrent_rounds(
     assert driver.session.state is State.CLOSED
     assert agent.connections == 1
     await driver.close()
+
+
+async def test_windows_memory_is_unavailable_once_the_os_is_known(fake_agent: FakeFactory):
+    files = GuestFile(MEMINFO)
+    agent = await fake_agent(files, replies={"guest-get-osinfo": {"id": "mswindows"}})
+    inventory = await inventory_for(agent)
+    await inventory.collect(PollGroup.SYSTEM)
+    assert (await inventory.memory()) == {FactKind.MEMORY: Unavailable("unsupported os")}
+    assert files.opened == []
