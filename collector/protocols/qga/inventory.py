@@ -152,7 +152,13 @@ class QgaInventory:
     async def collect(
         self, group: PollGroup, *, os_info: OsInfo | None = None
     ) -> dict[FactKind, Outcome]:
-        """Outcomes for every kind of `group` (heartbeat: pings, returns {}, may raise)."""
+        """Outcomes for every kind of `group` (heartbeat: pings, returns {}, may raise).
+
+        `os_info` is the caller's last known OS (it decides how packages are read and that
+        a Windows guest has no /proc/meminfo); the system group refreshes it.
+        """
+        if os_info is not None:
+            self.last_os = os_info
         if group is PollGroup.HEARTBEAT:
             await ping(self.session)
             return {}

@@ -511,6 +511,8 @@ def _check_request(item: Request) -> Request:
     command, arguments = item
     if not isinstance(command, str) or not command or len(command) > _NAME_LIMIT:
         raise ValueError(f"invalid command name {command!r:.80}")
-    if arguments is not None and not isinstance(arguments, Mapping):
-        raise TypeError("arguments must be a mapping or None")
+    if arguments is not None:
+        if not isinstance(arguments, Mapping):
+            raise TypeError("arguments must be a mapping or None")
+        json.dumps(dict(arguments), allow_nan=False)  # TypeError/ValueError before sending
     return command, arguments

@@ -432,7 +432,13 @@ async def test_bad_requests_are_refused_before_sending(fake_agent: FakeFactory):
         await session.execute("")
     with pytest.raises(TypeError):
         await session.execute("guest-ping", ["not", "a", "mapping"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await session.execute("guest-ping", {"x": object()})
+    with pytest.raises(ValueError):
+        await session.execute("guest-ping", {"x": float("nan")})
     assert await session.execute_many([]) == []
+    assert session.state is State.READY
+    assert session.faults == {}
 
 
 async def test_close_during_open_wins(fake_agent: FakeFactory):
