@@ -42,7 +42,10 @@ def scrub_text(value: object, limit: int) -> str:
             return ""
     if not isinstance(value, str):
         return ""
-    return _UNSAFE.sub(_REPLACEMENT, value[:limit])
+    value = value[:limit]
+    if value.isprintable():  # fast path: no Cc/Cf/Cs/Zl/Zp character at all
+        return value
+    return _UNSAFE.sub(_REPLACEMENT, value)
 
 
 def as_int(value: object, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int | None:
