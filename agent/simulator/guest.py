@@ -18,12 +18,14 @@ Scale: packages are compact arrays of indices into a per-family shared catalog
 from __future__ import annotations
 
 import bisect
+import fnmatch
 import math
 import random
+import re
 import time
 from array import array
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, NamedTuple
 
 from agent.simulator._catalog import BASE_COUNT, CatalogEntry, catalog
 from agent.simulator._qjson import JsonValue
@@ -32,10 +34,11 @@ from agent.simulator._qjson import JsonValue
 EPOCH: Final = 1_717_200_000.0  # 2024-06-01T00:00:00Z
 
 RPM_QUERYFORMAT: Final = r"%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
-"""The ``--qf`` argument the collector passes to ``rpm -qa`` (escapes as rpm reads them)."""
-RPM_ARGV: Final = ("-qa", "--qf", RPM_QUERYFORMAT)
+"""An ``rpm -qa --qf`` format (escapes as rpm reads them); any format made of the tags
+NAME, EPOCH, EPOCHNUM, VERSION, RELEASE, ARCH and ``%|TAG?{..}:{..}|`` works."""
 DPKG_QUERY_FORMAT: Final = r"${Package}\t${Version}\t${Architecture}\n"
-"""The ``-f`` argument of ``dpkg-query -W`` (as in the qemu-ga vectors)."""
+"""The ``dpkg-query -W -f`` format of the qemu-ga vectors; fields Package, Version,
+Architecture, Status, db:Status-Abbrev, binary:Package work in any format."""
 
 DPKG_STATUS_PATH: Final = "/var/lib/dpkg/status"
 MEMINFO_PATH: Final = "/proc/meminfo"
@@ -230,6 +233,24 @@ class Package:
     installed: bool  # False: dpkg "deinstall ok config-files"
 
 
+class _Record(NamedTuple):
+    """One package row of the guest's database (internal: Package is the public view)."""
+
+    name: str
+    epoch: int
+    version: str
+    release: str
+    arch: str | None  # None: rpm's gpg-pubkey, printed "(none)"
+    state: int
+
+    def evr(self) -> str:
+        return (
+            f"{self.epoch}:{self.version}-{self.release}"
+            if self.epoch
+            else (f"{self.version}-{self.release}")
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ExecResult:
     """What a ``guest-exec`` of a simulated program produces."""
@@ -292,8 +313,7 @@ class Guest:
         self._pkg_index = array("H")
         self._pkg_level = bytearray()
         self._pkg_state = bytearray()
-        self._kernels: list[Package] = []
-        self._gpg_keys: list[str] = []
+        self._extra: list[_Record] = []  # kernels side by side, rpm's gpg-pubkey
         self._pid = 0
 
     # -- generation ------------------------------------------------------------------------
@@ -476,21 +496,26 @@ class Guest:
         if family == "debian":  # a few removed-with-config and held packages
             states = (INSTALLED, CONFIG_FILES, HELD)
             self._pkg_state = bytearray(rng.choices(states, weights=(975, 20, 5), k=count))
+            for i in range(base):  # the base system is never removed
+                if self._pkg_state[i] == CONFIG_FILES:
+                    self._pkg_state[i] = INSTALLED
         else:
             self._pkg_state = bytearray(count)
         # Kernels: several versions installed side by side, the newest running.
         arch = self._arch(False)
         if family == "rpm":
-            release = self.kernel_release.removesuffix(f".{self.machine}")
+            version, release = self.kernel_release.removesuffix(f".{self.machine}").split("-")
             previous = release.replace(".1.el9", ".0.el9", 1)
             for name in ("kernel", "kernel-core", "kernel-modules"):
-                self._kernels.append(Package(name, f"0:{previous}", arch, True))
-                self._kernels.append(Package(name, f"0:{release}", arch, True))
-            self._gpg_keys = [f"{rng.getrandbits(32):08x}-{rng.getrandbits(32):08x}"]
+                self._extra.append(_Record(name, 0, version, previous, arch, INSTALLED))
+                self._extra.append(_Record(name, 0, version, release, arch, INSTALLED))
+            key = (f"{rng.getrandbits(32):08x}", f"{rng.getrandbits(32):08x}")
+            self._extra.append(_Record("gpg-pubkey", 0, key[0], key[1], None, INSTALLED))
         else:
             upstream = self.kernel_release.split("-", 1)[0]
-            version = f"{upstream}.{rng.randint(90, 120)}-1"
-            self._kernels.append(Package(f"linux-image-{self.kernel_release}", version, arch, True))
+            patch = rng.randint(90, 120)
+            name = f"linux-image-{self.kernel_release}"
+            self._extra.append(_Record(name, 0, f"{upstream}.{patch}", "1", arch, INSTALLED))
 
     # -- packages ------------------------------------------------------------------------
 
@@ -499,97 +524,116 @@ class Guest:
             return "all" if noarch else ("arm64" if self.machine == "aarch64" else "amd64")
         return "noarch" if noarch else self.machine
 
-    def _version(self, entry: CatalogEntry, level: int) -> str:
+    def _record(self, entry: CatalogEntry, level: int, state: int) -> _Record:
         key = self.flavour.key
-        epoch = entry.epoch
         if self.flavour.family == "rpm":
             minor = self.flavour.version_id.split(".")[1]
             release = f"{entry.revision + level}.el9" + (f"_{minor}" if level else "")
-            return f"{epoch}:{entry.upstream}-{release}"
-        prefix = f"{epoch}:" if epoch else ""
-        if key == "debian-12":
-            revision = f"{entry.revision}+deb12u{level}" if level else str(entry.revision)
+        elif key == "debian-12":
+            release = f"{entry.revision}+deb12u{level}" if level else str(entry.revision)
         elif level:
-            revision = f"{entry.revision}ubuntu0.{self.flavour.version_id}.{level}"
+            release = f"{entry.revision}ubuntu0.{self.flavour.version_id}.{level}"
         else:
-            revision = f"{entry.revision}ubuntu1"
-        return f"{prefix}{entry.upstream}-{revision}"
+            release = f"{entry.revision}ubuntu1"
+        arch = self._arch(entry.noarch)
+        return _Record(entry.name, entry.epoch, entry.upstream, release, arch, state)
 
-    def packages(self) -> list[Package]:
-        """Every package the guest's database lists, in database order."""
-        entries = catalog(self.flavour.family) if self.flavour.family != "windows" else ()
-        result = [
-            Package(
-                entries[index].name,
-                self._version(entries[index], level),
-                self._arch(entries[index].noarch),
-                state != CONFIG_FILES,
-            )
+    def _records(self) -> list[_Record]:
+        """The package database: catalog order (rpm) or sorted by name (dpkg)."""
+        family = self.flavour.family
+        if family == "windows":
+            return []
+        entries = catalog(family)
+        records = [
+            self._record(entries[index], level, state)
             for index, level, state in zip(
                 self._pkg_index, self._pkg_level, self._pkg_state, strict=True
             )
         ]
-        result.extend(self._kernels)
-        if self.flavour.family == "debian":
-            result.sort(key=lambda p: p.name)
-        return result
+        records.extend(self._extra)
+        if family == "debian":
+            records.sort(key=lambda r: r.name)
+        return records
+
+    def packages(self) -> list[Package]:
+        """Every package the guest's database lists, in database order.
+
+        ``version`` is "[epoch:]version-release" (the epoch only when not 0); rpm's
+        ``gpg-pubkey`` entries have the arch "(none)", as rpm prints it.
+        """
+        return [
+            Package(r.name, r.evr(), r.arch or "(none)", r.state != CONFIG_FILES)
+            for r in self._records()
+        ]
 
     def dpkg_status(self) -> str:
         """``/var/lib/dpkg/status`` of a Debian-family guest (sorted stanzas)."""
-        entries = catalog("debian")
-        stanzas: list[tuple[str, str]] = []
-        for index, level, state in zip(
-            self._pkg_index, self._pkg_level, self._pkg_state, strict=True
-        ):
-            entry = entries[index]
-            arch = self._arch(entry.noarch)
-            multi = (
-                "Multi-Arch: same\n" if entry.name.startswith("lib") and not entry.noarch else ""
-            )
-            stanzas.append(
-                (
-                    entry.name,
-                    f"Package: {entry.name}\nStatus: {_STATUS_TEXT[state]}\n{entry.stanza_head}"
-                    f"Architecture: {arch}\n{multi}Version: {self._version(entry, level)}\n"
-                    f"{entry.stanza_tail}",
-                )
-            )
-        for kernel in self._kernels:
-            stanzas.append(
-                (
-                    kernel.name,
-                    f"Package: {kernel.name}\nStatus: install ok installed\nPriority: optional\n"
+        by_name = {entry.name: entry for entry in catalog("debian")}
+        stanzas: list[str] = []
+        for r in self._records():
+            entry = by_name.get(r.name)
+            if entry is None:  # a kernel image
+                stanzas.append(
+                    f"Package: {r.name}\nStatus: install ok installed\nPriority: optional\n"
                     f"Section: kernel\nInstalled-Size: 398000\n"
                     f"Maintainer: Debian Kernel Team <debian-kernel@lists.debian.org>\n"
-                    f"Architecture: {kernel.arch}\nSource: linux\nVersion: {kernel.version}\n"
-                    f"Description: Linux {self.kernel_release} for the simulated guest\n",
+                    f"Architecture: {r.arch}\nSource: linux\nVersion: {r.evr()}\n"
+                    f"Description: Linux {self.kernel_release} for the simulated guest\n"
                 )
+                continue
+            multi = "Multi-Arch: same\n" if r.name.startswith("lib") and r.arch != "all" else ""
+            stanzas.append(
+                f"Package: {r.name}\nStatus: {_STATUS_TEXT[r.state]}\n{entry.stanza_head}"
+                f"Architecture: {r.arch}\n{multi}Version: {r.evr()}\n{entry.stanza_tail}"
             )
-        stanzas.sort()
-        return "\n".join(text for _, text in stanzas)
+        return "\n".join(stanzas)
 
-    def rpm_qa(self) -> str:
-        """``rpm -qa --qf '%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\n'``."""
-        lines = [f"{p.name}\t{p.version}\t{p.arch}\n" for p in self.packages()]
-        lines.extend(f"gpg-pubkey\t0:{key}\t(none)\n" for key in self._gpg_keys)
-        return "".join(lines)
-
-    def dpkg_query(self, names: list[str]) -> ExecResult:
-        """``dpkg-query -W -f '${Package}\\t${Version}\\t${Architecture}\\n' [names]``."""
-        packages = self.packages()
-        if not names:
-            text = "".join(f"{p.name}\t{p.version}\t{p.arch}\n" for p in packages)
-            return ExecResult(0, text.encode(), b"")
-        by_name = {p.name: p for p in packages}
+    def rpm_qa(self, queryformat: str = RPM_QUERYFORMAT) -> str | None:
+        """``rpm -qa --qf QUERYFORMAT`` output; None for a format the simulator lacks."""
         out: list[str] = []
-        err: list[str] = []
-        for name in sorted(set(names)):
-            package = by_name.get(name)
-            if package is None:
-                err.append(f"dpkg-query: no packages found matching {name}\n")
-            else:
-                out.append(f"{package.name}\t{package.version}\t{package.arch}\n")
-        return ExecResult(1 if err else 0, "".join(out).encode(), "".join(err).encode())
+        for r in self._records():
+            fields: dict[str, str | None] = {
+                "NAME": r.name,
+                "EPOCH": str(r.epoch) if r.epoch else None,
+                "EPOCHNUM": str(r.epoch),
+                "VERSION": r.version,
+                "RELEASE": r.release,
+                "ARCH": r.arch,
+            }
+            line = _render_rpm(queryformat, fields)
+            if line is None:
+                return None
+            out.append(line)
+        return "".join(out)
+
+    def dpkg_query(self, showformat: str, patterns: list[str]) -> ExecResult:
+        """``dpkg-query -W -f SHOWFORMAT [PATTERN...]`` (shell patterns, as dpkg-query)."""
+        records = self._records()
+        matched = [
+            r
+            for r in records
+            if not patterns or any(fnmatch.fnmatchcase(r.name, p) for p in patterns)
+        ]
+        err = "".join(
+            f"dpkg-query: no packages found matching {p}\n"
+            for p in patterns
+            if not any(fnmatch.fnmatchcase(r.name, p) for r in records)
+        )
+        out = "".join(
+            _render_dpkg(
+                showformat,
+                {
+                    "Package": r.name,
+                    "binary:Package": r.name,
+                    "Version": r.evr(),
+                    "Architecture": r.arch or "",
+                    "Status": _STATUS_TEXT[r.state],
+                    "db:Status-Abbrev": _STATUS_ABBREV[r.state],
+                },
+            )
+            for r in matched
+        )
+        return ExecResult(1 if err else 0, out.encode(), err.encode())
 
     # -- qemu-ga views -------------------------------------------------------------------
 
@@ -810,8 +854,9 @@ class Guest:
     def exec(self, path: str, args: list[str]) -> ExecResult | None:
         """Run a simulated program; None when ``path`` names no program on this guest.
 
-        Only the fixed package-listing argv are simulated; any other argv of a program
-        that exists exits 127 with a message on stderr.
+        Only package listing is simulated: ``rpm -qa [--qf FORMAT]`` and
+        ``dpkg-query -W [-f FORMAT] [PATTERN...]``; any other argv of a program that exists
+        exits 127 with a message on stderr.
         """
         program = _program(path)
         family = self.flavour.family
@@ -824,12 +869,15 @@ class Guest:
             known = {"cmd.exe", "powershell.exe"}
         if program not in known:
             return None
-        if program == "rpm" and _normalize_argv(args) == list(RPM_ARGV):
-            return ExecResult(0, self.rpm_qa().encode(), b"")
+        if program == "rpm":
+            queryformat = _rpm_query_all(args)
+            text = self.rpm_qa(queryformat) if queryformat is not None else None
+            if text is not None:
+                return ExecResult(0, text.encode(), b"")
         if program == "dpkg-query":
-            argv = _normalize_argv(args)
-            if argv[:3] == ["-W", "-f", DPKG_QUERY_FORMAT]:
-                return self.dpkg_query(argv[3:])
+            show = _dpkg_show(args)
+            if show is not None:
+                return self.dpkg_query(*show)
         message = f"guestwatch simulator: {program}: this argv is not simulated\n"
         return ExecResult(127, b"", message.encode())
 
@@ -957,8 +1005,7 @@ class Guest:
         clone._pkg_index = array("H", self._pkg_index)
         clone._pkg_level = bytearray(self._pkg_level)
         clone._pkg_state = bytearray(self._pkg_state)
-        clone._kernels = list(self._kernels)
-        clone._gpg_keys = list(self._gpg_keys)
+        clone._extra = list(self._extra)
         return clone
 
 
@@ -1030,6 +1077,121 @@ def _program(path: str) -> str:
     return ""
 
 
-def _normalize_argv(args: list[str]) -> list[str]:
-    """Accept real tabs/newlines where the fixed argv has backslash escapes (same output)."""
-    return [arg.replace("\t", "\\t").replace("\n", "\\n") for arg in args]
+_RPM_ESCAPES: Final = {"t": "\t", "n": "\n", "\\": "\\", "r": "\r", "a": "\a"}
+
+
+def _render_rpm(fmt: str, fields: dict[str, str | None]) -> str | None:
+    """Render an rpm queryformat; None when it uses something not simulated."""
+    out: list[str] = []
+    i = 0
+    while i < len(fmt):
+        c = fmt[i]
+        if c == "\\" and i + 1 < len(fmt):
+            out.append(_RPM_ESCAPES.get(fmt[i + 1], fmt[i + 1]))
+            i += 2
+        elif fmt.startswith("%{", i):
+            end = fmt.find("}", i)
+            tag = fmt[i + 2 : end].upper() if end > 0 else ""
+            if tag not in fields:
+                return None
+            value = fields[tag]
+            out.append("(none)" if value is None else value)
+            i = end + 1
+        elif fmt.startswith("%|", i):  # %|TAG?{present}:{absent}|
+            parsed = _rpm_conditional(fmt, i)
+            if parsed is None or parsed[0] not in fields:
+                return None
+            tag, present, absent, i = parsed
+            chosen = _render_rpm(present if fields[tag] is not None else absent, fields)
+            if chosen is None:
+                return None
+            out.append(chosen)
+        elif c == "%":
+            return None  # widths, arrays, formatters: not simulated
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _braced(fmt: str, start: int) -> tuple[str, int] | None:
+    """The text inside the braces opening at ``start``, and the index after them."""
+    if not fmt.startswith("{", start):
+        return None
+    depth = 0
+    for j in range(start, len(fmt)):
+        if fmt[j] == "{":
+            depth += 1
+        elif fmt[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return fmt[start + 1 : j], j + 1
+    return None
+
+
+def _rpm_conditional(fmt: str, start: int) -> tuple[str, str, str, int] | None:
+    question = fmt.find("?", start)
+    if question < 0:
+        return None
+    tag = fmt[start + 2 : question].upper()
+    present = _braced(fmt, question + 1)
+    if present is None or not fmt.startswith(":", present[1]):
+        return None
+    absent = _braced(fmt, present[1] + 1)
+    if absent is None or not fmt.startswith("|", absent[1]):
+        return None
+    return tag, present[0], absent[0], absent[1] + 1
+
+
+def _rpm_query_all(args: list[str]) -> str | None:
+    """The queryformat of ``rpm -qa [--qf FMT]`` argv; None for any other argv."""
+    query_all = False
+    queryformat = "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"  # rpm's default
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-qa", "-aq"):
+            query_all = True
+        elif arg in ("--qf", "--queryformat") and i + 1 < len(args):
+            queryformat = args[i + 1]
+            i += 1
+        elif arg.startswith(("--qf=", "--queryformat=")):
+            queryformat = arg.split("=", 1)[1]
+        else:
+            return None
+        i += 1
+    return queryformat if query_all else None
+
+
+_DPKG_FIELD: Final = re.compile(r"\$\{([^}]*)\}")
+_DPKG_ESCAPES: Final = {"t": "\t", "n": "\n", "\\": "\\", "r": "\r"}
+_STATUS_ABBREV: Final = ("ii ", "rc ", "hi ")
+
+
+def _render_dpkg(fmt: str, fields: dict[str, str]) -> str:
+    """Render a dpkg-query showformat: unknown fields print empty, as dpkg-query does."""
+    text = _DPKG_FIELD.sub(lambda m: fields.get(m.group(1), ""), fmt)
+    return re.sub(r"\\(.)", lambda m: _DPKG_ESCAPES.get(m.group(1), m.group(1)), text)
+
+
+def _dpkg_show(args: list[str]) -> tuple[str, list[str]] | None:
+    """(showformat, patterns) of ``dpkg-query -W [-f FMT] [PATTERN...]``; None otherwise."""
+    show = False
+    showformat = "${binary:Package}\\t${Version}\\n"  # dpkg-query's default
+    patterns: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-W", "--show"):
+            show = True
+        elif arg in ("-f", "--showformat") and i + 1 < len(args):
+            showformat = args[i + 1]
+            i += 1
+        elif arg.startswith("--showformat="):
+            showformat = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            return None
+        else:
+            patterns.append(arg)
+        i += 1
+    return (showformat, patterns) if show else None
