@@ -285,9 +285,19 @@ class FactSet:
 
     kind: FactKind
     items: tuple[Fact, ...] = field(default_factory=tuple)
+    _digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def digest(self) -> bytes:
-        """Digest of the inventory part only: unchanged digest → no database work."""
+        """Digest of the inventory part only: unchanged digest → no database work.
+
+        Cached: a driver that reuses an unchanged set (packages) pays for it once.
+        """
+        if self._digest is None:
+            object.__setattr__(self, "_digest", self._compute_digest())
+        assert self._digest is not None
+        return self._digest
+
+    def _compute_digest(self) -> bytes:
         h = hashlib.blake2b(digest_size=16)
         for key, value in sorted((f.identity(), f.value()) for f in self.items):
             h.update(key.encode("utf-8", "surrogatepass"))

@@ -19,7 +19,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from collector.config import Config
-from collector.driver import Driver
+from collector.driver import Driver, FaultHook
 from collector.facts import FactKind, PollGroup
 from collector.liveness import Liveness, State
 from collector.runner import TargetRunner
@@ -31,14 +31,14 @@ from storage.writer import Writer
 
 log = logging.getLogger(__name__)
 
-DriverFactory = Callable[[Target, Config], Driver]
+DriverFactory = Callable[[Target, Config, FaultHook], Driver]
 #: How long a gone VM stays visible (as `gone`) before it is dropped from metrics.
 GONE_RETENTION_SECONDS = 3600.0
 #: First polls of a newly discovered VM are spread over at most this many seconds.
 STARTUP_SPREAD_SECONDS = 5.0
 
 
-def default_driver_factory(target: Target, config: Config) -> Driver:
+def default_driver_factory(target: Target, config: Config, on_fault: FaultHook) -> Driver:
     if target.protocol == "qga":
         from collector.protocols.qga.driver import QgaDriver
 
@@ -47,6 +47,7 @@ def default_driver_factory(target: Target, config: Config) -> Driver:
             mode=target.mode,
             command_timeout=config.polling.command_timeout,
             max_reply_bytes=config.polling.max_reply_bytes,
+            on_fault=on_fault,
         )
     raise ValueError(f"protocol {target.protocol!r} is not supported yet")
 
@@ -170,8 +171,9 @@ class Service:
             digest = self._digests.get((target.key, kind))
             if digest is not None:
                 vm.kind(kind).digest = digest
+        driver = self.driver_factory(target, self.config, self.fleet.count_fault)
         runner = TargetRunner(
-            vm, self.driver_factory(target, self.config), self.fleet, self.emit,
+            vm, driver, self.fleet, self.emit,
             self.config.polling, self.clock,
         )  # fmt: skip
         self.runners[target.name] = runner

@@ -100,10 +100,15 @@ class FleetState:
 
     vms: dict[str, VmState] = field(default_factory=dict)
     poll_errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Channel faults a driver absorbed (resync after garbage, oversize, timeout, ...).
+    channel_faults: Counter[str] = field(default_factory=Counter)
     poll_durations: dict[str, Histogram] = field(default_factory=dict)
 
     def count_error(self, kind: str, reason: str) -> None:
         self.poll_errors[(kind, reason)] += 1
+
+    def count_fault(self, reason: str) -> None:
+        self.channel_faults[reason] += 1
 
     def observe_duration(self, group: str, seconds: float) -> None:
         histogram = self.poll_durations.get(group)

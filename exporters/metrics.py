@@ -253,6 +253,15 @@ class FleetCollector(Collector):
         for (kind, reason), count in sorted(self.state.poll_errors.items()):
             errors.add_metric([kind, reason], count)
         yield errors
+        faults = CounterMetricFamily(
+            "guestwatch_channel_faults",
+            "Faults on agent channels (garbage, oversize, timeout, disconnect, ...), each "
+            "followed by a resync or reconnect.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.state.channel_faults.items()):
+            faults.add_metric([reason], count)
+        yield faults
         duration = HistogramMetricFamily(
             "guestwatch_poll_duration_seconds",
             "Duration of one poll of one VM, by poll kind (heartbeat, users, memory, ...).",

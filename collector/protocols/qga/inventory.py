@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -147,6 +148,7 @@ class QgaInventory:
         self.last_os: OsInfo | None = None
         #: Kind -> items or fields skipped by the parsers so far.
         self.parse_skips: dict[FactKind, int] = {}
+        self._package_memo: tuple[tuple[object, bytes], FactSet] | None = None
         self._on_parse_skip = on_parse_skip
 
     async def collect(
@@ -250,9 +252,7 @@ class QgaInventory:
         elif family == "rpm":
             output = await self._run(RPM_ARGV)
             outcome_ = (
-                self._facts(FactKind.PACKAGES, _text(output), parse_rpm_output)
-                if isinstance(output, bytes)
-                else output
+                self._packages(output, parse_rpm_output) if isinstance(output, bytes) else output
             )
         else:
             outcome_ = Unavailable("unsupported os")
@@ -266,11 +266,24 @@ class QgaInventory:
             data = await self._read_file(DPKG_STATUS_PATH, self.max_file_bytes, self._file_chunk())
             if not isinstance(data, bytes):
                 return data
-            return self._facts(FactKind.PACKAGES, _text(data), parse_dpkg_status)
+            return self._packages(data, parse_dpkg_status)
         output = await self._run(DPKG_QUERY_ARGV)
         if not isinstance(output, bytes):
             return output
-        return self._facts(FactKind.PACKAGES, _text(output), parse_dpkg_query)
+        return self._packages(output, parse_dpkg_query)
+
+    def _packages(self, raw: bytes, parser: Callable[..., Any]) -> Outcome:
+        """Parse a package list, or reuse the last set when the guest sent the same bytes.
+
+        Package lists are megabytes and change rarely: hashing the raw bytes costs a small
+        fraction of parsing them into facts, and an identical set keeps its cached digest.
+        """
+        key = (parser, hashlib.blake2b(raw, digest_size=16).digest())
+        if self._package_memo is not None and self._package_memo[0] == key:
+            return self._package_memo[1]
+        outcome = self._facts(FactKind.PACKAGES, _text(raw), parser)
+        self._package_memo = (key, outcome) if isinstance(outcome, FactSet) else None
+        return outcome
 
     # -- building blocks ---------------------------------------------------------------------
 
