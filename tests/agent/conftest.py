@@ -17,6 +17,10 @@ QEMU_GA_CANDIDATES = ("qemu-ga", "/usr/sbin/qemu-ga", "/usr/bin/qemu-ga")
 
 
 def _find_qemu_ga() -> str | None:
+    """The binary; env GUESTWATCH_QEMU_GA overrides (a missing path = not installed)."""
+    override = os.environ.get("GUESTWATCH_QEMU_GA")
+    if override is not None:
+        return override if os.access(override, os.X_OK) else None
     for candidate in QEMU_GA_CANDIDATES:
         found = shutil.which(candidate)
         if found:
