@@ -1,18 +1,19 @@
 """Full inventory round: guestwatch's qga driver vs a raw pipelined asyncio client.
 
-Starts 2 × N real qemu-ga processes (N = 100 by default; one set per client) and, in one run, times a full inventory round of
-every VM (heartbeat, users, memory, filesystems, system, packages) through
-`collector.protocols.qga.QgaDriver`, and through a raw client sending the same commands with the
-same pipelining and the same file-read chunk size. The raw client only decodes each JSON reply
-and the base64 file data: it is the floor for a Python client. Both hold their connection
-across rounds as the service does (`--mode per-poll` connects, syncs and asks guest-info every
-round instead). The first round (connect, sync, guest-info, first parse) is reported apart from
-the steady state; rounds alternate (raw, guestwatch, raw, ...) so both see the same noise.
+Starts 2 × N real qemu-ga processes (N = 100 by default; one set per client) and, in one run,
+times a full inventory round of every VM (heartbeat, users, memory, filesystems, system,
+packages) through `collector.protocols.qga.QgaDriver`, and through a raw client sending the
+same commands with the same pipelining and the same file-read chunk size. The raw client only
+decodes each JSON reply and the base64 file data: it is the floor for a Python client. Both
+hold their connection across rounds as the service does (`--mode per-poll` connects, syncs
+and asks guest-info every round instead). The first round (connect, sync, guest-info, first
+parse) is reported apart from the steady state; rounds alternate (raw, guestwatch, raw, ...)
+so both see the same noise.
 
 Prints wall time and CPU (this process only; the agents are other processes) per VM-round for
 both, and their ratio. Not a test: no assertion, just figures.
 
-    .venv/bin/python bench/qga_round.py [--vms 100] [--rounds 5] [--concurrency 100]
+    .venv/bin/python bench/qga_round.py [--vms 100] [--rounds 5] [--mode persistent|per-poll]
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ from collector.protocols.qga.driver import QgaDriver
 DEFAULT_REPLY_CAP = 10 * 1024 * 1024
 FILE_CHUNK = max(4096, min(1024 * 1024, (DEFAULT_REPLY_CAP - 4096) * 3 // 4))  # as QgaInventory
 GROUPS = (
-    PollGroup.USERS, PollGroup.MEMORY, PollGroup.FILESYSTEMS, PollGroup.SYSTEM, PollGroup.PACKAGES,
-)  # fmt: skip
+    PollGroup.USERS,
+    PollGroup.MEMORY,
+    PollGroup.FILESYSTEMS,
+    PollGroup.SYSTEM,
+    PollGroup.PACKAGES,
+)
 
 
 def start_agents(directory: Path, count: int) -> list[tuple[subprocess.Popen[bytes], Path]]:
@@ -48,10 +53,20 @@ def start_agents(directory: Path, count: int) -> list[tuple[subprocess.Popen[byt
         state.mkdir()
         sock = directory / f"vm{i}.qga"
         proc = subprocess.Popen(
-            [binary, "-m", "unix-listen", "-p", str(sock), "-t", str(state),
-             "-f", str(state / "pid")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                binary,
+                "-m",
+                "unix-listen",
+                "-p",
+                str(sock),
+                "-t",
+                str(state),
+                "-f",
+                str(state / "pid"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         agents.append((proc, sock))
     deadline = time.monotonic() + 30
     while not all(sock.exists() for _, sock in agents):
@@ -138,10 +153,17 @@ class RawRounds:
         await client.read_file("/proc/meminfo")
         await client.call_many([{"execute": "guest-get-fsinfo"}, {"execute": "guest-get-disks"}])
         await client.call_many(
-            [{"execute": c} for c in ("guest-get-osinfo", "guest-get-host-name",
-                                      "guest-get-timezone", "guest-get-vcpus",
-                                      "guest-network-get-interfaces")]
-        )  # fmt: skip
+            [
+                {"execute": c}
+                for c in (
+                    "guest-get-osinfo",
+                    "guest-get-host-name",
+                    "guest-get-timezone",
+                    "guest-get-vcpus",
+                    "guest-network-get-interfaces",
+                )
+            ]
+        )
         await client.read_file("/var/lib/dpkg/status")
         if self.mode == "per-poll":
             await self.close()
@@ -177,8 +199,10 @@ def report(label: str, results: dict[str, list[tuple[float, float]]], vms: int) 
         cpu = statistics.median(c for _, c in runs)
         medians[kind] = (wall, cpu)
         print(f"  {kind:<12}{wall:>14.3f}{1000 * wall / vms:>12.2f}{1000 * cpu / vms:>12.2f}")
-    print(f"  ratio guestwatch/raw: wall {medians['guestwatch'][0] / medians['raw'][0]:.2f}x, "
-          f"cpu {medians['guestwatch'][1] / medians['raw'][1]:.2f}x (target cpu <= 1.5x)")
+    print(
+        f"  ratio guestwatch/raw: wall {medians['guestwatch'][0] / medians['raw'][0]:.2f}x, "
+        f"cpu {medians['guestwatch'][1] / medians['raw'][1]:.2f}x (target cpu <= 1.5x)"
+    )
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -208,9 +232,11 @@ async def main_async(args: argparse.Namespace) -> None:
             proc.wait(10)
         shutil.rmtree(directory, ignore_errors=True)
 
-    print(f"qga_round: {args.vms} real qemu-ga agents per client, mode {args.mode}, {args.rounds} steady "
-          f"rounds, concurrency {args.concurrency}, python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cpus")  # fmt: skip
+    print(
+        f"qga_round: {args.vms} real qemu-ga agents per client, mode {args.mode}, "
+        f"{args.rounds} steady rounds, concurrency {args.concurrency}, "
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus"
+    )
     report("first round (connect, sync, guest-info, parse everything)", first, args.vms)
     report(f"steady state (median of {args.rounds} rounds)", steady, args.vms)
 

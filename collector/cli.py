@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"guestwatch {__version__}")
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
     parser.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"),
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
         help="override [service] log_level",
-    )  # fmt: skip
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("run", help="run the service: poll agents, keep history, serve /metrics")
@@ -76,9 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="demo-run", help="working directory (default demo-run)")
     demo.add_argument("--listen", default=DEFAULT_LISTEN, help=f"default {DEFAULT_LISTEN}")
     demo.add_argument(
-        "--duration", type=parse_duration, default=None,
+        "--duration",
+        type=parse_duration,
+        default=None,
         help="stop after this long (default: until Ctrl-C)",
-    )  # fmt: skip
+    )
     demo.add_argument("--no-real-agent", action="store_true", help="do not start qemu-ga")
 
     db = sub.add_parser("db", help="database maintenance")

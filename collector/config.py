@@ -37,13 +37,13 @@ class ConfigError(ValueError):
 def parse_duration(value: object, key: str = "duration") -> float:
     """A number of seconds, or a string such as "500ms", "5s", "2m", "1h"."""
     if isinstance(value, bool):
-        raise ConfigError(key, f"expected a duration such as \"5s\", got {value!r}")
+        raise ConfigError(key, f'expected a duration such as "5s", got {value!r}')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _DURATION.match(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ConfigError(key, f"expected a duration such as \"5s\", got {value!r}")
+        raise ConfigError(key, f'expected a duration such as "5s", got {value!r}')
     if not seconds > 0:
         raise ConfigError(key, f"must be greater than zero, got {value!r}")
     return seconds
@@ -205,9 +205,7 @@ def from_dict(data: dict[str, Any]) -> Config:
 
     service = root.section("service")
     hypervisor = service.string("hypervisor", "") or socket.gethostname()
-    log_level = service.string(
-        "log_level", "info", choices=("debug", "info", "warning", "error")
-    )
+    log_level = service.string("log_level", "info", choices=("debug", "info", "warning", "error"))
     service.finish()
 
     storage = root.section("storage")

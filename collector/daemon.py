@@ -47,8 +47,9 @@ def open_store(config: Config) -> Store:
         store.upgrade()
     elif not is_up_to_date(store.engine):
         store.close()
-        raise SchemaOutOfDate("the database schema is not at the newest revision: "
-                              "run `guestwatch db upgrade` first")  # fmt: skip
+        raise SchemaOutOfDate(
+            "the database schema is not at the newest revision: run `guestwatch db upgrade` first"
+        )
     return store
 
 
@@ -69,8 +70,7 @@ async def running(
     try:
         await service.start()
         await http.start()
-        log.info("serving http://%s/metrics (%d targets)", config.http.listen,
-                 len(service.runners))  # fmt: skip
+        log.info("serving http://%s/metrics (%d targets)", config.http.listen, len(service.runners))
         yield Running(service, http, store)
     finally:
         await http.stop()

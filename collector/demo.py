@@ -57,9 +57,7 @@ def demo_config(directory: Path, listen: str) -> Config:
 @contextlib.asynccontextmanager
 async def real_qemu_ga(directory: Path) -> AsyncIterator[bool]:
     """This host's qemu-ga on a unix socket, when it is installed."""
-    binary = shutil.which(QEMU_GA) or next(
-        (p for p in ("/usr/sbin/qemu-ga", "/usr/bin/qemu-ga") if Path(p).exists()), None
-    )
+    binary = shutil.which(QEMU_GA) or shutil.which(QEMU_GA, path="/usr/sbin:/usr/bin")
     if binary is None:
         yield False
         return
@@ -68,10 +66,18 @@ async def real_qemu_ga(directory: Path) -> AsyncIterator[bool]:
     sock = directory / "sockets" / "this-host.qga"
     sock.unlink(missing_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        binary, "-m", "unix-listen", "-p", str(sock), "-t", str(state),
-        "-f", str(directory / "qemu-ga.pid"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        binary,
+        "-m",
+        "unix-listen",
+        "-p",
+        str(sock),
+        "-t",
+        str(state),
+        "-f",
+        str(directory / "qemu-ga.pid"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         yield True
     finally:
@@ -93,10 +99,13 @@ def render(fleet: FleetState) -> str:
         memory = mem.items[0] if mem and mem.items else None
         fs = vm.facts(FactKind.FILESYSTEMS)
         root = next(
-            (f for f in (fs.items if fs else ()) if isinstance(f, Filesystem)
-             and f.mountpoint in ("/", "C:\\")),
+            (
+                f
+                for f in (fs.items if fs else ())
+                if isinstance(f, Filesystem) and f.mountpoint in ("/", "C:\\")
+            ),
             None,
-        )  # fmt: skip
+        )
         hostname = vm.facts(FactKind.HOSTNAME)
         rows.append(
             [
@@ -139,10 +148,13 @@ async def run_demo(
             real_qemu_ga(base) if real_agent else _nothing() as real,
             running(config) as service,
         ):
-            print(f"guestwatch demo: {vms} simulated VMs"
-                  + (" + this host's qemu-ga" if real else "")
-                  + f"; metrics at {service.url}/metrics, API at {service.url}/api/v1/domains;"
-                  f" database {base / 'guestwatch.db'}. Ctrl-C stops.", flush=True)  # fmt: skip
+            print(
+                f"guestwatch demo: {vms} simulated VMs"
+                + (" + this host's qemu-ga" if real else "")
+                + f"; metrics at {service.url}/metrics, API at {service.url}/api/v1/domains;"
+                f" database {base / 'guestwatch.db'}. Ctrl-C stops.",
+                flush=True,
+            )
             await _show(service.service.fleet, fleet, stop, duration)
     finally:
         await fleet.stop()
@@ -154,7 +166,9 @@ async def _nothing() -> AsyncIterator[bool]:
     yield False
 
 
-async def _show(state: FleetState, fleet: Fleet, stop: asyncio.Event, duration: float | None) -> None:
+async def _show(
+    state: FleetState, fleet: Fleet, stop: asyncio.Event, duration: float | None
+) -> None:
     started = last_drift = last_flap = time.monotonic()
     tty = sys.stdout.isatty()
     flapper = fleet.agents[0] if fleet.agents else None
@@ -166,7 +180,7 @@ async def _show(state: FleetState, fleet: Fleet, stop: asyncio.Event, duration: 
             fleet.drift_all()
             last_drift = now
         if flapper is not None and now - last_flap >= FLAP_EVERY_SECONDS:
-            await (flapper.restart() if flapper.dead else flapper.kill())
+            await (flapper.restart() if flapper.dead else flapper.kill(remove_socket=False))
             last_flap = now
         table = render(state)
         if tty:

@@ -31,7 +31,15 @@ class Transition:
 class Liveness:
     """Counts consecutive missed heartbeats and yields a Transition when the state changes."""
 
-    __slots__ = ("down_after", "ever_up", "last_heartbeat", "late_after", "missed", "since", "state")
+    __slots__ = (
+        "down_after",
+        "ever_up",
+        "last_heartbeat",
+        "late_after",
+        "missed",
+        "since",
+        "state",
+    )
 
     def __init__(
         self,

@@ -16,7 +16,6 @@ from collector.facts import FactKind
 from collector.tables import format_table
 from storage.repository import DomainNotFound, Store
 
-
 LATEST_SAMPLE_WINDOW = timedelta(days=1)
 
 
@@ -62,9 +61,11 @@ def vms(config: Config, args: argparse.Namespace) -> int:
                     vm.state_since,
                     vm.last_heartbeat,
                     vm.os_pretty_name,
-                    ",".join(sorted(k.value for k, s in vm.kinds.items()
-                                    if s.status == "unavailable")) or None,
-                ]  # fmt: skip
+                    ",".join(
+                        sorted(k.value for k, s in vm.kinds.items() if s.status == "unavailable")
+                    )
+                    or None,
+                ]
                 for vm in sorted(rows, key=lambda v: v.name)
             ],
             max_cell=24,
@@ -75,21 +76,28 @@ def vms(config: Config, args: argparse.Namespace) -> int:
 
 #: What `show` prints per kind: (column headers, fields of the stored fact dict).
 SHOW_COLUMNS: dict[FactKind, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    FactKind.FILESYSTEMS: (("mountpoint", "type", "size", "used"),
-                           ("mountpoint", "fstype", "size_bytes", "used_bytes")),
-    FactKind.DISKS: (("disk", "partition", "bus", "serial"),
-                     ("name", "partition", "bus_type", "serial")),
+    FactKind.FILESYSTEMS: (
+        ("mountpoint", "type", "size", "used"),
+        ("mountpoint", "fstype", "size_bytes", "used_bytes"),
+    ),
+    FactKind.DISKS: (
+        ("disk", "partition", "bus", "serial"),
+        ("name", "partition", "bus_type", "serial"),
+    ),
     FactKind.NETWORK: (("interface", "mac", "addresses"), ("name", "mac", "addresses")),
     FactKind.USERS: (("user", "domain", "login time"), ("name", "domain", "login_time")),
-    FactKind.PACKAGES: (("package", "version", "arch", "manager"),
-                        ("name", "version", "arch", "manager")),
-}  # fmt: skip
+    FactKind.PACKAGES: (
+        ("package", "version", "arch", "manager"),
+        ("name", "version", "arch", "manager"),
+    ),
+}
 
 
 def _cell(field: str, value: Any) -> Any:
     if field == "addresses" and isinstance(value, list):
-        return " ".join(f"{a.get('address')}/{a.get('prefix')}" for a in value
-                        if isinstance(a, dict))  # fmt: skip
+        return " ".join(
+            f"{a.get('address')}/{a.get('prefix')}" for a in value if isinstance(a, dict)
+        )
     if field.endswith("_bytes") and isinstance(value, int | float):
         return _human_bytes(value)
     if field == "login_time" and isinstance(value, int | float):
@@ -122,10 +130,18 @@ def show(config: Config, args: argparse.Namespace) -> int:
     vm = inv.vm
     when = f" at {inv.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z" if inv.at else ""
     print(f"{vm.name}{when}  ({vm.protocol} on {vm.hypervisor}, key {vm.key})")
-    print(f"agent: {vm.state} since {vm.state_since:%Y-%m-%d %H:%M:%S}, last heartbeat "
-          f"{vm.last_heartbeat or '-'}")  # fmt: skip
-    for kind in (FactKind.OS, FactKind.HOSTNAME, FactKind.TIMEZONE, FactKind.CPUS,
-                 FactKind.MEMORY, FactKind.AGENT):  # fmt: skip
+    print(
+        f"agent: {vm.state} since {vm.state_since:%Y-%m-%d %H:%M:%S}, last heartbeat "
+        f"{vm.last_heartbeat or '-'}"
+    )
+    for kind in (
+        FactKind.OS,
+        FactKind.HOSTNAME,
+        FactKind.TIMEZONE,
+        FactKind.CPUS,
+        FactKind.MEMORY,
+        FactKind.AGENT,
+    ):
         for item in inv.facts.get(kind, []):
             detail = ", ".join(f"{k}={_cell(k, v)}" for k, v in item.items() if v not in ("", None))
             print(f"{kind.value}: {detail}")
@@ -143,9 +159,7 @@ def show(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _latest_samples(
-    store: Store, domain: str, at: datetime | None
-) -> dict[tuple[str, str], float]:
+def _latest_samples(store: Store, domain: str, at: datetime | None) -> dict[tuple[str, str], float]:
     """Newest measurement per (metric, label) up to `at`: `show` prints them beside the
     inventory, which keeps only what is not measured every poll."""
     until = at or datetime.now(UTC)
@@ -169,8 +183,16 @@ def history(config: Config, args: argparse.Namespace) -> int:
     print(
         format_table(
             ["kind", "item", "from", "to", "value"],
-            [[r.kind.value, r.name, r.valid_from, r.valid_to or "current",
-              json.dumps(r.value, sort_keys=True)] for r in rows],  # fmt: skip
+            [
+                [
+                    r.kind.value,
+                    r.name,
+                    r.valid_from,
+                    r.valid_to or "current",
+                    json.dumps(r.value, sort_keys=True),
+                ]
+                for r in rows
+            ],
             max_cell=30,
         )
     )

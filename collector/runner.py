@@ -75,6 +75,7 @@ class TargetRunner:
     def __init__(
         self,
         vm: VmState,
+        *,
         driver: Driver,
         fleet: FleetState,
         emit: Emit,
@@ -106,10 +107,13 @@ class TargetRunner:
         )
         self.emit(
             LivenessChanged(
-                self.vm.ref, transition.at, transition.old.value, transition.new.value,
+                self.vm.ref,
+                transition.at,
+                transition.old.value,
+                transition.new.value,
                 transition.reason[:500],
             )
-        )  # fmt: skip
+        )
 
     async def heartbeat(self) -> None:
         if self.vm.liveness.state is State.GONE:

@@ -173,13 +173,22 @@ class Service:
                 vm.kind(kind).digest = digest
         driver = self.driver_factory(target, self.config, self.fleet.count_fault)
         runner = TargetRunner(
-            vm, driver, self.fleet, self.emit,
-            self.config.polling, self.clock,
-        )  # fmt: skip
+            vm,
+            driver=driver,
+            fleet=self.fleet,
+            emit=self.emit,
+            polling=self.config.polling,
+            clock=self.clock,
+        )
         self.runners[target.name] = runner
         self.fleet.vms[target.name] = vm
-        log.info("vm %s: discovered (%s, %s, %s)", target.name, target.protocol, target.mode,
-                 target.socket)  # fmt: skip
+        log.info(
+            "vm %s: discovered (%s, %s, %s)",
+            target.name,
+            target.protocol,
+            target.mode,
+            target.socket,
+        )
         return runner
 
     def _activate(self, runner: TargetRunner, now: float) -> None:
@@ -189,8 +198,10 @@ class Service:
         for group in PollGroup:
             interval = interval_of(self.config, group)
             phase = rng.uniform(0, min(interval, STARTUP_SPREAD_SECONDS))
-            if group is PollGroup.PACKAGES:
-                phase += 1.0  # after the first system poll has told the OS family
+            if group not in (PollGroup.HEARTBEAT, PollGroup.SYSTEM):
+                # After the first system poll has told the OS, which decides how packages
+                # and memory are read.
+                phase += 1.0
             func: Callable[[], Any]
             func = runner.heartbeat if group is PollGroup.HEARTBEAT else _poll_of(runner, group)
             self.scheduler.add_job(

@@ -125,10 +125,12 @@ def build_app(
             return problem(400, "Bad request", str(exc))
         rows = await asyncio.to_thread(
             lambda: store.events(
-                domain=q.get("domain") or None, type=q.get("type") or None,
-                since=since, until=until,
+                domain=q.get("domain") or None,
+                type=q.get("type") or None,
+                since=since,
+                until=until,
             )
-        )  # fmt: skip
+        )
         return JSONResponse({"items": [_jsonable(r) for r in rows]})
 
     return Starlette(
@@ -166,9 +168,13 @@ class _Server(uvicorn.Server):
 class HttpServer:
     def __init__(self, app: Starlette, http: HttpConfig) -> None:
         config = uvicorn.Config(
-            app, host=http.host, port=http.port, log_config=None, access_log=False,
+            app,
+            host=http.host,
+            port=http.port,
+            log_config=None,
+            access_log=False,
             lifespan="off",
-        )  # fmt: skip
+        )
         self.server = _Server(config)
         self.task: asyncio.Task[None] | None = None
 
@@ -186,4 +192,3 @@ class HttpServer:
         self.server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
-

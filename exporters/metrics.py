@@ -116,9 +116,10 @@ class FleetCollector(Collector):
             ["domain", "id", "name", "pretty_name", "version_id", "kernel_release", "machine"],
         )
         guest = _gauge(
-            "guest_info", "Guest hostname and timezone" + CACHED + ".",
+            "guest_info",
+            "Guest hostname and timezone" + CACHED + ".",
             ["domain", "hostname", "timezone"],
-        )  # fmt: skip
+        )
         cpus = _gauge("guest_cpus", "Online vCPUs" + CACHED + ".", ["domain"])
         mem_total = _gauge(
             "guest_memory_total_bytes", "Guest memory total" + CACHED + ".", ["domain"]
@@ -137,7 +138,9 @@ class FleetCollector(Collector):
             "Filesystem used bytes" + CACHED + ".",
             ["domain", "mountpoint", "fstype"],
         )
-        users = _gauge("guest_users_logged_in", "Logged-in user sessions" + CACHED + ".", ["domain"])
+        users = _gauge(
+            "guest_users_logged_in", "Logged-in user sessions" + CACHED + ".", ["domain"]
+        )
         packages = _gauge(
             "guest_packages", "Installed packages" + CACHED + ".", ["domain", "manager"]
         )
@@ -145,10 +148,17 @@ class FleetCollector(Collector):
             name = vm.target.name
             if (os := vm.os) is not None:
                 os_info.add_metric(
-                    [name, os.id, os.name, os.pretty_name, os.version_id, os.kernel_release,
-                     os.machine],
+                    [
+                        name,
+                        os.id,
+                        os.name,
+                        os.pretty_name,
+                        os.version_id,
+                        os.kernel_release,
+                        os.machine,
+                    ],
                     1,
-                )  # fmt: skip
+                )
             hostname = _first(vm, FactKind.HOSTNAME, Hostname)
             timezone = _first(vm, FactKind.TIMEZONE, Timezone)
             if hostname is not None or timezone is not None:
@@ -300,11 +310,13 @@ def writer_metrics(writer: WriterStats) -> Iterator[Metric]:
     yield depth
     for name, doc, value in (
         ("store_records_written", "Records written to the database.", writer.written),
-        ("store_records_dropped", "Records dropped because the write queue was full.",
-         writer.dropped),
-        ("store_write_failures", "Failed database write transactions (retried).",
-         writer.failures),
-    ):  # fmt: skip
+        (
+            "store_records_dropped",
+            "Records dropped because the write queue was full.",
+            writer.dropped,
+        ),
+        ("store_write_failures", "Failed database write transactions (retried).", writer.failures),
+    ):
         counter = CounterMetricFamily(f"guestwatch_{name}", doc, labels=[])
         counter.add_metric([], value)
         yield counter

@@ -44,8 +44,10 @@ def test_durations(text: object, seconds: float) -> None:
             {"targets": [{"name": "a", "socket": "/x"}, {"name": "a", "socket": "/y"}]},
             "targets[1].name",
         ),
-        ({"discovery": {"sockets": [{"glob": "/x/*", "mode": "sometimes"}]}},
-         "discovery.sockets[0].mode"),
+        (
+            {"discovery": {"sockets": [{"glob": "/x/*", "mode": "sometimes"}]}},
+            "discovery.sockets[0].mode",
+        ),
         ({"nonsense": {}}, "nonsense"),
     ],
 )

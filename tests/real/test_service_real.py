@@ -57,8 +57,12 @@ def samples(body: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-def value(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
-    hits = [v for lab, v in metrics.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
+def value(
+    metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
+) -> float:
+    hits = [
+        v for lab, v in metrics.get(name, []) if all(lab.get(k) == x for k, x in labels.items())
+    ]
     assert len(hits) == 1, f"{name}{labels}: {hits}"
     return hits[0]
 
@@ -86,8 +90,14 @@ def dpkg_count() -> int:
 
 def inventory_complete(svc_fleet: object, names: list[str]) -> bool:
     vms = svc_fleet.vms  # type: ignore[attr-defined]
-    kinds = (FactKind.OS, FactKind.MEMORY, FactKind.FILESYSTEMS, FactKind.NETWORK,
-             FactKind.PACKAGES, FactKind.HOSTNAME)  # fmt: skip
+    kinds = (
+        FactKind.OS,
+        FactKind.MEMORY,
+        FactKind.FILESYSTEMS,
+        FactKind.NETWORK,
+        FactKind.PACKAGES,
+        FactKind.HOSTNAME,
+    )
     return all(
         name in vms and all(vms[name].kind(k).last_success is not None for k in kinds)
         for name in names
@@ -111,14 +121,24 @@ async def test_service_reports_what_the_host_really_has(base: Path, agents: list
     root_size = (statvfs.f_blocks - statvfs.f_bfree + statvfs.f_bavail) * statvfs.f_frsize
     for name in names:
         assert value(metrics, "guestwatch_agent_up", domain=name) == 1
-        value(metrics, "guestwatch_guest_os_info", domain=name, id=release["ID"],
-              version_id=release["VERSION_ID"])  # fmt: skip
+        value(
+            metrics,
+            "guestwatch_guest_os_info",
+            domain=name,
+            id=release["ID"],
+            version_id=release["VERSION_ID"],
+        )
         value(metrics, "guestwatch_guest_info", domain=name, hostname=socket.gethostname())
-        size = value(metrics, "guestwatch_guest_filesystem_size_bytes", domain=name,
-                     mountpoint="/")  # fmt: skip
+        size = value(metrics, "guestwatch_guest_filesystem_size_bytes", domain=name, mountpoint="/")
         assert abs(size - root_size) <= root_size * 0.01
-        value(metrics, "guestwatch_guest_network_address_info", domain=name, interface="lo",
-              address="127.0.0.1", family="ipv4")  # fmt: skip
+        value(
+            metrics,
+            "guestwatch_guest_network_address_info",
+            domain=name,
+            interface="lo",
+            address="127.0.0.1",
+            family="ipv4",
+        )
         assert value(metrics, "guestwatch_guest_memory_total_bytes", domain=name) == (
             meminfo_total_bytes()
         )
@@ -128,8 +148,9 @@ async def test_service_reports_what_the_host_really_has(base: Path, agents: list
 
     # promtool accepts the exposition as it is.
     promtool = require("promtool")
-    check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
-                           text=True)  # fmt: skip
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     # Everything reached the database before `running` returned (flush on stop).
@@ -151,8 +172,11 @@ async def test_killed_agent_goes_late_then_down_then_up_and_removed_socket_is_go
     name = victim.socket.stem
     async with running(config) as svc:
         fleet = svc.service.fleet
-        await wait_until(lambda: all(vm.liveness.up for vm in fleet.vms.values())
-                         and len(fleet.vms) == 5, 30, "all up")  # fmt: skip
+        await wait_until(
+            lambda: all(vm.liveness.up for vm in fleet.vms.values()) and len(fleet.vms) == 5,
+            30,
+            "all up",
+        )
         seen: list[State] = []
 
         def track() -> bool:
@@ -181,7 +205,11 @@ async def test_killed_agent_goes_late_then_down_then_up_and_removed_socket_is_go
         events = store.events(domain=name, type="liveness_changed", limit=100)
         transitions = [(e.old, e.new) for e in reversed(events)]
         assert transitions == [
-            ("unknown", "up"), ("up", "late"), ("late", "down"), ("down", "up"), ("up", "gone"),
+            ("unknown", "up"),
+            ("up", "late"),
+            ("late", "down"),
+            ("down", "up"),
+            ("up", "gone"),
         ]
     finally:
         store.close()
@@ -196,8 +224,10 @@ async def test_stopped_agent_resyncs_and_no_stale_reply_lands(
     async with running(config) as svc:
         fleet = svc.service.fleet
         await wait_until(lambda: inventory_complete(fleet, [name]), 60, "inventory")
-        before = {k: fleet.vms[name].facts(k) for k in (FactKind.OS, FactKind.HOSTNAME,
-                                                         FactKind.TIMEZONE, FactKind.CPUS)}
+        before = {
+            k: fleet.vms[name].facts(k)
+            for k in (FactKind.OS, FactKind.HOSTNAME, FactKind.TIMEZONE, FactKind.CPUS)
+        }
         victim.pause()
         await wait_until(lambda: fleet.vms[name].liveness.state is State.LATE, 30, "late")
         victim.resume()
@@ -210,8 +240,9 @@ async def test_stopped_agent_resyncs_and_no_stale_reply_lands(
         after = {k: fleet.vms[name].facts(k) for k in before}
         assert after == before
         assert fleet.vms[name].kind(FactKind.HOSTNAME).status == "ok"
-        assert not any(reason in ("garbage", "parse", "protocol") for (_, reason) in
-                       fleet.poll_errors)  # fmt: skip
+        assert not any(
+            reason in ("garbage", "parse", "protocol") for (_, reason) in fleet.poll_errors
+        )
 
 
 def runner_group(name: str):  # type: ignore[no-untyped-def]
@@ -223,8 +254,9 @@ def runner_group(name: str):  # type: ignore[no-untyped-def]
 async def test_blocked_commands_are_unavailable_and_not_logged_every_poll(
     base: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    blocked = start_agent(base, "blocked", "--block-rpcs",
-                          "guest-get-fsinfo,guest-file-open,guest-get-users")  # fmt: skip
+    blocked = start_agent(
+        base, "blocked", "--block-rpcs", "guest-get-fsinfo,guest-file-open,guest-get-users"
+    )
     normal = start_agent(base, "normal")
     caplog.set_level(logging.INFO)
     try:
@@ -235,9 +267,15 @@ async def test_blocked_commands_are_unavailable_and_not_logged_every_poll(
                 vm = fleet.vms.get("blocked")
                 return vm is not None and all(
                     vm.kind(k).status != "pending"
-                    for k in (FactKind.FILESYSTEMS, FactKind.MEMORY, FactKind.USERS,
-                              FactKind.PACKAGES, FactKind.OS, FactKind.NETWORK)
-                )  # fmt: skip
+                    for k in (
+                        FactKind.FILESYSTEMS,
+                        FactKind.MEMORY,
+                        FactKind.USERS,
+                        FactKind.PACKAGES,
+                        FactKind.OS,
+                        FactKind.NETWORK,
+                    )
+                )
 
             await wait_until(settled, 30, "blocked VM polled")
             # Several more rounds of every cadence.
@@ -247,26 +285,40 @@ async def test_blocked_commands_are_unavailable_and_not_logged_every_poll(
             for kind in (FactKind.FILESYSTEMS, FactKind.MEMORY, FactKind.USERS):
                 assert vm.kind(kind).status == "unavailable", kind
             # Packages fall back from reading dpkg's status file to the fixed dpkg-query argv.
-            for kind in (FactKind.OS, FactKind.NETWORK, FactKind.HOSTNAME, FactKind.DISKS,
-                         FactKind.PACKAGES):  # fmt: skip
+            for kind in (
+                FactKind.OS,
+                FactKind.NETWORK,
+                FactKind.HOSTNAME,
+                FactKind.DISKS,
+                FactKind.PACKAGES,
+            ):
                 assert vm.kind(kind).status == "ok", kind
             assert other.package_counts == vm.package_counts
             assert vm.liveness.up
-            assert all(other.kind(k).status == "ok" for k in (FactKind.FILESYSTEMS,
-                       FactKind.MEMORY, FactKind.USERS, FactKind.PACKAGES))  # fmt: skip
+            assert all(
+                other.kind(k).status == "ok"
+                for k in (FactKind.FILESYSTEMS, FactKind.MEMORY, FactKind.USERS, FactKind.PACKAGES)
+            )
             async with httpx.AsyncClient() as client:
                 body = (await client.get(f"{svc.url}/metrics")).text
             metrics = samples(body)
-            assert value(metrics, "guestwatch_inventory_available", domain="blocked",
-                         kind="memory") == 0  # fmt: skip
-            assert value(metrics, "guestwatch_inventory_available", domain="normal",
-                         kind="memory") == 1  # fmt: skip
+            assert (
+                value(metrics, "guestwatch_inventory_available", domain="blocked", kind="memory")
+                == 0
+            )
+            assert (
+                value(metrics, "guestwatch_inventory_available", domain="normal", kind="memory")
+                == 1
+            )
             assert not any(kind == "memory" for (kind, _) in fleet.poll_errors)
     finally:
         blocked.stop()
         normal.stop()
-    unavailable_lines = [r for r in caplog.records if "vm blocked" in r.getMessage()
-                         and "unavailable" in r.getMessage()]  # fmt: skip
+    unavailable_lines = [
+        r
+        for r in caplog.records
+        if "vm blocked" in r.getMessage() and "unavailable" in r.getMessage()
+    ]
     # One line per kind that became unavailable, not one per poll.
     assert len(unavailable_lines) == 3, [r.getMessage() for r in unavailable_lines]
 
@@ -291,13 +343,14 @@ heartbeat_interval = "300ms"
 system_interval = "1s"
 discovery_interval = "300ms"
 [[discovery.sockets]]
-glob = "{base / 'sockets' / '*.qga'}"
+glob = "{base / "sockets" / "*.qga"}"
 mode = "persistent"
 """
     )
     guestwatch = shutil.which("guestwatch") or str(Path(os.sys.executable).parent / "guestwatch")
-    proc = subprocess.Popen([guestwatch, "--config", str(config_path), "run"],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [guestwatch, "--config", str(config_path), "run"], stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = 30.0
         with httpx.Client() as client:

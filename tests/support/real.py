@@ -48,10 +48,22 @@ class QemuGa:
         self.log_path = self.state_dir / "qemu-ga.log"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "-m", "unix-listen", "-p", str(self.socket),
-                 "-t", str(self.state_dir), "-f", str(self.state_dir / "pid"), *self.extra],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    self.binary,
+                    "-m",
+                    "unix-listen",
+                    "-p",
+                    str(self.socket),
+                    "-t",
+                    str(self.state_dir),
+                    "-f",
+                    str(self.state_dir / "pid"),
+                    *self.extra,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 10
         while not self.socket.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
