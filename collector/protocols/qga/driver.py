@@ -9,6 +9,7 @@ connection; the last one out closes it.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 
 from collector.driver import DriverError, FaultHook
@@ -17,12 +18,15 @@ from collector.facts import FactKind, OsInfo, Outcome, PollGroup
 from .._sanitize import scrub_text
 from .errors import QgaError
 from .inventory import QgaInventory, ping
-from .session import QgaSession
+from .session import QgaSession, State
 from .transport import Connector, unix_connector
 
 __all__ = ["MODES", "QgaDriver"]
 
 MODES = ("persistent", "per-poll")
+#: Back-off between failed attempts to open the channel: 0.5 s, doubling, capped.
+RECONNECT_BACKOFF = 0.5
+RECONNECT_MAX_BACKOFF = 10.0
 
 
 class QgaDriver:
@@ -50,6 +54,8 @@ class QgaDriver:
         # Exec (rpm -qa) must finish well inside the runner's per-round budget.
         self.inventory = QgaInventory(self.session, exec_timeout=command_timeout * 6)
         self._users = 0
+        self._open_failures = 0
+        self._retry_at = 0.0
 
     async def heartbeat(self) -> None:
         async with self._channel():
@@ -62,11 +68,32 @@ class QgaDriver:
     async def close(self) -> None:
         await self.session.close()
 
+    async def _open(self) -> None:
+        """Open the channel, backing off (capped) after consecutive failures to open it.
+
+        A dead or hung agent then costs a connect attempt every few seconds at most; each
+        heartbeat inside the back-off window fails at once and still counts as missed.
+        """
+        if self.session.state is State.READY:
+            return
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            raise DriverError("connect", f"reconnecting in {wait:.1f}s")
+        try:
+            await self.session.open()
+        except QgaError:
+            self._open_failures += 1
+            delay = min(RECONNECT_MAX_BACKOFF, RECONNECT_BACKOFF * 2 ** (self._open_failures - 1))
+            self._retry_at = time.monotonic() + delay
+            raise
+        self._open_failures = 0
+        self._retry_at = 0.0
+
     @contextlib.asynccontextmanager
     async def _channel(self) -> AsyncIterator[None]:
         self._users += 1
         try:
-            await self.session.open()
+            await self._open()
             yield
         except QgaError as exc:
             raise DriverError(exc.reason, scrub_text(str(exc), 256)) from exc
