@@ -8,6 +8,7 @@ and jitter spreads a large fleet over each interval.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import time
@@ -39,17 +40,13 @@ STARTUP_SPREAD_SECONDS = 5.0
 
 
 def default_driver_factory(target: Target, config: Config, on_fault: FaultHook) -> Driver:
-    if target.protocol == "qga":
-        from collector.protocols.qga.driver import QgaDriver
-
-        return QgaDriver(
-            target.socket,
-            mode=target.mode,
-            command_timeout=config.polling.command_timeout,
-            max_reply_bytes=config.polling.max_reply_bytes,
-            on_fault=on_fault,
-        )
-    raise ValueError(f"protocol {target.protocol!r} is not supported yet")
+    """The driver of the target's protocol: `collector.protocols.<protocol>.create_driver`."""
+    try:
+        module = importlib.import_module(f"collector.protocols.{target.protocol}")
+    except ModuleNotFoundError:
+        raise ValueError(f"protocol {target.protocol!r} is not supported") from None
+    create: Callable[[Target, Config, FaultHook], Driver] = module.create_driver
+    return create(target, config, on_fault)
 
 
 def interval_of(config: Config, group: PollGroup) -> float:

@@ -1,5 +1,6 @@
 """qemu-ga (QEMU guest agent) driver: session, inventory, parsers. See README.md here."""
 
+from .driver import QgaDriver, create_driver
 from .errors import (
     AgentError,
     CommandDisabled,
@@ -25,12 +26,14 @@ __all__ = [
     "Disconnected",
     "ParseError",
     "ProtocolError",
+    "QgaDriver",
     "QgaError",
     "QgaInventory",
     "QgaSession",
     "ReplyTooLarge",
     "State",
     "SyncError",
+    "create_driver",
     "package_family",
     "ping",
     "unix_connector",

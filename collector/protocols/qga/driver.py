@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 from collector.driver import DriverError, FaultHook
 from collector.facts import FactKind, OsInfo, Outcome, PollGroup
@@ -21,7 +22,11 @@ from .inventory import QgaInventory, ping
 from .session import QgaSession, State
 from .transport import Connector, unix_connector
 
-__all__ = ["MODES", "QgaDriver"]
+if TYPE_CHECKING:
+    from collector.config import Config
+    from collector.targets import Target
+
+__all__ = ["MODES", "QgaDriver", "create_driver"]
 
 MODES = ("persistent", "per-poll")
 #: Back-off between failed attempts to open the channel: 0.5 s, doubling, capped.
@@ -101,3 +106,14 @@ class QgaDriver:
             self._users -= 1
             if self.mode == "per-poll" and self._users == 0:
                 await self.session.close()
+
+
+def create_driver(target: Target, config: Config, on_fault: FaultHook) -> QgaDriver:
+    """The service's entry point for `protocol = "qga"` targets."""
+    return QgaDriver(
+        target.socket,
+        mode=target.mode,
+        command_timeout=config.polling.command_timeout,
+        max_reply_bytes=config.polling.max_reply_bytes,
+        on_fault=on_fault,
+    )

@@ -53,4 +53,3 @@ async def test_failed_opens_back_off_and_the_window_fails_fast(
         await qga.heartbeat()
     assert connector.calls == 3
     await qga.close()
-
