@@ -51,6 +51,8 @@ SUBJECT_LEN = 255
 REASON_LEN = 255
 UUID_LEN = 64
 PROTOCOL_LEN = 32
+ALERT_KEY_LEN = 36
+ALERTNAME_LEN = 64
 
 #: 64-bit ids on PostgreSQL (15 million current rows and growing); SQLite only auto-increments
 #: an `INTEGER PRIMARY KEY` (which is 64-bit there anyway).
@@ -208,3 +210,52 @@ class KindStatusRow(Base):
     reason: Mapped[str] = mapped_column(String(REASON_LEN))
     since: Mapped[datetime] = mapped_column(UtcDateTime())
     last_success: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class AlertRow(Base):
+    """One alert guestwatch raises itself: from a liveness transition to its resolution.
+
+    Written in the same transaction as the transition (the durable outbox); `labels` and
+    `annotations` are frozen JSON so that every (re-)send carries the same labels and
+    `starts_at`, which is what lets Alertmanager deduplicate an at-least-once delivery.
+    """
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: Stable idempotency key (webhook receivers deduplicate on it).
+    key: Mapped[str] = mapped_column(String(ALERT_KEY_LEN), unique=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    alertname: Mapped[str] = mapped_column(String(ALERTNAME_LEN))
+    #: pending (in hold-down), firing, resolved, cancelled (ended within hold-down).
+    state: Mapped[str] = mapped_column(String(STATE_LEN))
+    labels: Mapped[str] = mapped_column(Text)
+    annotations: Mapped[str] = mapped_column(Text)
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    #: starts_at + hold-down: when a still-open alert starts firing.
+    fire_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    ends_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index("ix_alerts_vm_id_state", "vm_id", "state"),
+        Index("ix_alerts_state_fire_at", "state", "fire_at"),
+        Index("ix_alerts_updated_at", "updated_at"),
+    )
+
+
+class AlertDelivery(Base):
+    """What one receiver (an Alertmanager, the webhook) has acknowledged of one alert."""
+
+    __tablename__ = "alert_deliveries"
+
+    alert_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True
+    )
+    receiver: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    #: The last phase the receiver acknowledged: "" (nothing yet), firing, resolved.
+    delivered: Mapped[str] = mapped_column(String(STATE_LEN))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_sent: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_error: Mapped[str] = mapped_column(String(REASON_LEN))
