@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := qemu-guest-agent prometheus postgresql
+DEB_PACKAGES := qemu-guest-agent prometheus postgresql rpm docker-compose systemd
 
 .PHONY: demo test lint format deps venv bench clean
 

@@ -6,6 +6,9 @@ set -euo pipefail
 declare -A probe=(
   [qemu-guest-agent]=/usr/sbin/qemu-ga
   [prometheus]=/usr/bin/promtool
+  [docker-compose]=/usr/bin/docker-compose
+  [systemd]=/usr/bin/systemd-analyze
+  [rpm]=/usr/bin/rpm
 )
 
 missing=()

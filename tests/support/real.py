@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-KNOWN_PATHS = {"qemu-ga": "/usr/sbin/qemu-ga", "promtool": "/usr/bin/promtool"}
-PACKAGES = {"qemu-ga": "qemu-guest-agent", "promtool": "prometheus"}
+KNOWN_PATHS = {
+    "qemu-ga": "/usr/sbin/qemu-ga",
+    "promtool": "/usr/bin/promtool",
+    "rpm": "/usr/bin/rpm",
+    "dpkg": "/usr/bin/dpkg",
+}
+PACKAGES = {"qemu-ga": "qemu-guest-agent", "promtool": "prometheus", "rpm": "rpm", "dpkg": "dpkg"}
 
 
 def require(binary: str) -> str:
