@@ -227,6 +227,9 @@ class AlertRow(Base):
     key: Mapped[str] = mapped_column(String(ALERT_KEY_LEN), unique=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
     alertname: Mapped[str] = mapped_column(String(ALERTNAME_LEN))
+    #: The hypervisor (guestwatch instance) that raised it and delivers it: hosts sharing one
+    #: PostgreSQL database each deliver only their own alerts.
+    source: Mapped[str] = mapped_column(String(NAME_LEN))
     #: pending (in hold-down), firing, resolved, cancelled (ended within hold-down).
     state: Mapped[str] = mapped_column(String(STATE_LEN))
     labels: Mapped[str] = mapped_column(Text)
@@ -239,7 +242,7 @@ class AlertRow(Base):
 
     __table_args__ = (
         Index("ix_alerts_vm_id_state", "vm_id", "state"),
-        Index("ix_alerts_state_fire_at", "state", "fire_at"),
+        Index("ix_alerts_source_state", "source", "state"),
         Index("ix_alerts_updated_at", "updated_at"),
     )
 

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=36), nullable=False),
         sa.Column("vm_id", sa.Integer(), nullable=False),
         sa.Column("alertname", sa.String(length=64), nullable=False),
+        sa.Column("source", sa.String(length=255), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("labels", sa.Text(), nullable=False),
         sa.Column("annotations", sa.Text(), nullable=False),
@@ -49,7 +50,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("key", name=op.f("uq_alerts_key")),
     )
     op.create_index("ix_alerts_vm_id_state", "alerts", ["vm_id", "state"])
-    op.create_index("ix_alerts_state_fire_at", "alerts", ["state", "fire_at"])
+    op.create_index("ix_alerts_source_state", "alerts", ["source", "state"])
     op.create_index("ix_alerts_updated_at", "alerts", ["updated_at"])
 
     op.create_table(
@@ -74,6 +75,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("alert_deliveries")
     op.drop_index("ix_alerts_updated_at", table_name="alerts")
-    op.drop_index("ix_alerts_state_fire_at", table_name="alerts")
+    op.drop_index("ix_alerts_source_state", table_name="alerts")
     op.drop_index("ix_alerts_vm_id_state", table_name="alerts")
     op.drop_table("alerts")
