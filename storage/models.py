@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -51,6 +52,7 @@ SUBJECT_LEN = 255
 REASON_LEN = 255
 UUID_LEN = 64
 PROTOCOL_LEN = 32
+RESOLUTION_LEN = 8
 ALERT_KEY_LEN = 36
 ALERTNAME_LEN = 64
 
@@ -262,3 +264,33 @@ class AlertDelivery(Base):
     next_attempt: Mapped[datetime | None] = mapped_column(UtcDateTime())
     last_sent: Mapped[datetime | None] = mapped_column(UtcDateTime())
     last_error: Mapped[str] = mapped_column(String(REASON_LEN))
+
+
+class SampleRollup(Base):
+    """Min / avg / max of a sample series over one hour or one day (retention roll-ups).
+
+    Raw samples older than the raw retention are folded into hourly rows, hourly rows older
+    than theirs into daily rows (`storage/retention.py`); `count` weights the average when
+    buckets merge, so a late fold into an existing bucket stays exact.
+    """
+
+    __tablename__ = "sample_rollups"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    #: "hour" or "day".
+    resolution: Mapped[str] = mapped_column(String(RESOLUTION_LEN))
+    #: Start of the bucket (UTC).
+    bucket: Mapped[datetime] = mapped_column(UtcDateTime())
+    metric: Mapped[str] = mapped_column(String(METRIC_LEN))
+    label: Mapped[str] = mapped_column(String(NAME_LEN))
+    count: Mapped[int] = mapped_column(Integer)
+    min: Mapped[float] = mapped_column(Float)
+    avg: Mapped[float] = mapped_column(Float)
+    max: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("vm_id", "metric", "label", "resolution", "bucket"),
+        # Retention folds and deletes by age across the fleet.
+        Index("ix_sample_rollups_resolution_bucket", "resolution", "bucket"),
+    )

@@ -15,6 +15,7 @@ from storage.models import Base, UtcDateTime
 
 TABLES = {"vms", "inventory_items", "inventory_sets", "events", "samples", "kind_status"}
 TABLES |= {"alerts", "alert_deliveries"}  # 0002_alerts
+TABLES |= {"sample_rollups"}  # 0003_rollups
 
 
 @pytest.fixture
