@@ -41,6 +41,8 @@ from storage.records import (
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Record], None]
+#: The DriverError reason by which a driver says its agent is gone for good (not down).
+GONE_REASON = "gone"
 
 
 def samples_of(facts: FactSet) -> tuple[Sample, ...]:
@@ -88,6 +90,9 @@ class TargetRunner:
         self.emit = emit
         self.polling = polling
         self.clock = clock
+        #: The driver said the agent is gone (ovirt `uninstalled`): the VM is `gone`, not
+        #: down, but heartbeats continue so that a reinstalled agent brings it back.
+        self.agent_gone = False
 
     @property
     def name(self) -> str:
@@ -116,18 +121,25 @@ class TargetRunner:
         )
 
     async def heartbeat(self) -> None:
-        if self.vm.liveness.state is State.GONE:
+        if self.vm.liveness.state is State.GONE and not self.agent_gone:
             return
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.polling.heartbeat_interval):
                 await self.driver.heartbeat()
         except DriverError as exc:
-            self._missed(exc.reason)
+            if exc.reason == GONE_REASON:
+                self.agent_gone = True
+                self._transition(self.vm.liveness.vanished(self.clock(), exc.detail or "gone"))
+            elif not self.agent_gone:
+                self._missed(exc.reason)
         except TimeoutError:
             self._missed("timeout")
         else:
             now = self.clock()
+            if self.agent_gone:
+                self.agent_gone = False
+                self._transition(self.vm.liveness.reappeared(now))
             self._transition(self.vm.liveness.answered(now))
             self.emit(HeartbeatSeen(self.vm.ref, now))
         finally:

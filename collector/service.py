@@ -136,14 +136,15 @@ class Service:
                 if runner is not None:
                     self._deactivate(runner, now, "target changed")
                 self._activate(self._new_runner(target, now), now)
-            elif runner.vm.liveness.state is State.GONE:
+            elif runner.vm.liveness.state is State.GONE and not runner.agent_gone:
                 runner.vm.liveness.reappeared(now)
                 self._emit_transition(runner, State.GONE, State.UNKNOWN, now, "rediscovered")
                 self._activate(runner, now)
         for name, runner in list(self.runners.items()):
             if name in present:
                 continue
-            if runner.vm.liveness.state is not State.GONE:
+            if runner.vm.liveness.state is not State.GONE or runner.agent_gone:
+                runner.agent_gone = False  # the channel itself is gone now: stop polling
                 self._deactivate(runner, now, "agent socket vanished")
             elif now - runner.vm.liveness.since > GONE_RETENTION_SECONDS:
                 del self.runners[name]
