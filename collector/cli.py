@@ -87,9 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_sub.add_parser("upgrade", help="create or migrate the schema to the newest revision")
+    db_sub.add_parser(
+        "prune",
+        help="apply [retention] now: fold old samples into hourly/daily roll-ups, delete expired",
+    )
 
     fmt = argparse.ArgumentParser(add_help=False)
-    fmt.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    fmt.add_argument("--output", "-o", choices=("table", "json", "csv"), default="table")
 
     sub.add_parser("vms", parents=[fmt], help="every known VM: state, OS, last heartbeat")
 
@@ -107,7 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--type", help="e.g. package_upgraded, liveness_changed")
     events.add_argument("--since", type=parse_when)
     events.add_argument("--limit", type=int, default=200)
+
+    diff = sub.add_parser("diff", parents=[fmt], help="what changed in one VM between two times")
+    diff.add_argument("domain", metavar="DOMAIN")
+    diff.add_argument("since", metavar="FROM", type=parse_when, help="RFC 3339 time or age")
+    diff.add_argument("until", metavar="TO", type=parse_when_or_now, help='a time, or "now"')
+    diff.add_argument("--kind", help="only this kind (packages, network, ...)")
+
+    packages = sub.add_parser(
+        "packages", parents=[fmt], help="which VMs have a package (at a version, older than one)"
+    )
+    packages.add_argument("name", metavar="NAME", help="exact package name")
+    packages.add_argument("--version", help="exactly this version")
+    packages.add_argument(
+        "--older-than",
+        metavar="V",
+        help="versions lower than V, by the VM's package manager's rules (dpkg, rpm)",
+    )
+    packages.add_argument("--at", type=parse_when, help="as it was at TIME")
     return parser
+
+
+def parse_when_or_now(value: str) -> datetime:
+    """`parse_when`, or "now"."""
+    return datetime.now(UTC) if value == "now" else parse_when(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +173,8 @@ def dispatch(args: argparse.Namespace, config: Config) -> int:
                 real_agent=not args.no_real_agent,
             )
         )
+    if args.command == "db" and args.db_command == "prune":
+        return queries.prune(config, args)
     if args.command == "db":
         from storage.db import upgrade
 
@@ -157,6 +186,8 @@ def dispatch(args: argparse.Namespace, config: Config) -> int:
         "show": queries.show,
         "history": queries.history,
         "events": queries.events,
+        "diff": queries.diff,
+        "packages": queries.packages,
     }
     result: int = handlers[args.command](config, args)
     return result

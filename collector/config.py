@@ -95,6 +95,17 @@ class LivenessConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """Ages in seconds; None keeps forever. See storage/retention.py."""
+
+    samples: float = 7 * 86400.0
+    hourly: float = 90 * 86400.0
+    daily: float | None = None
+    closed_rows: float | None = None
+    events: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TargetConfig:
     name: str
     socket: str
@@ -116,6 +127,21 @@ class LibvirtDiscoveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AlertingConfig:
+    """guestwatch's own alerts (see collector/alerting): receivers, which states, timing."""
+
+    alertmanager_urls: tuple[str, ...] = ()
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)  # never logged nor stored
+    alert_on: tuple[str, ...] = ("down",)
+    hold_down: float = 60.0
+    resend_interval: float = 60.0
+    timeout: float = 10.0
+    retry_backoff: float = 1.0
+    retry_backoff_max: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     service: ServiceConfig
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -125,6 +151,8 @@ class Config:
     targets: tuple[TargetConfig, ...] = ()
     socket_discovery: tuple[SocketDiscoveryConfig, ...] = ()
     libvirt: LibvirtDiscoveryConfig = field(default_factory=LibvirtDiscoveryConfig)
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 class _Section:
@@ -186,6 +214,46 @@ class _Section:
             raise ConfigError(self.key(unknown[0]), "unknown key")
 
 
+def _http_url(value: object, key: str) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(key, f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _alerting(a: _Section) -> AlertingConfig:
+    d = AlertingConfig()
+    urls = a.raw("alertmanager_urls", [])
+    if not isinstance(urls, list):
+        raise ConfigError(a.key("alertmanager_urls"), f"expected a list of URLs, got {urls!r}")
+    alert_on = a.raw("alert_on", list(d.alert_on))
+    if (
+        not isinstance(alert_on, list)
+        or not alert_on
+        or not all(state in ("late", "down") for state in alert_on)
+    ):
+        raise ConfigError(
+            a.key("alert_on"), f'expected ["down"] or ["late", "down"], got {alert_on!r}'
+        )
+    webhook_url = a.string("webhook_url", "")
+    config = AlertingConfig(
+        alertmanager_urls=tuple(
+            _http_url(u, f"{a.key('alertmanager_urls')}[{i}]") for i, u in enumerate(urls)
+        ),
+        webhook_url=_http_url(webhook_url, a.key("webhook_url")) if webhook_url else "",
+        webhook_secret=a.string("webhook_secret", ""),
+        alert_on=tuple(sorted(set(alert_on))),
+        hold_down=a.duration("hold_down", d.hold_down),
+        resend_interval=a.duration("resend_interval", d.resend_interval),
+        timeout=a.duration("timeout", d.timeout),
+        retry_backoff=a.duration("retry_backoff", d.retry_backoff),
+        retry_backoff_max=a.duration("retry_backoff_max", d.retry_backoff_max),
+    )
+    if config.webhook_secret and not config.webhook_url:
+        raise ConfigError(a.key("webhook_secret"), "set without alerting.webhook_url")
+    a.finish()
+    return config
+
+
 def _listen(value: str, key: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -197,6 +265,16 @@ def _name(value: str, key: str) -> str:
     if not _NAME.match(value):
         raise ConfigError(key, f"not a valid VM name: {value!r}")
     return value
+
+
+def _mode(section: _Section, protocol: str, default: str) -> str:
+    """A spice target holds its channel (presence is the port's open/EOF): persistent only."""
+    if protocol == "spice":
+        mode = section.string("mode", "persistent", choices=MODES)
+        if mode != "persistent":
+            raise ConfigError(section.key("mode"), "spice targets hold their channel: persistent")
+        return mode
+    return section.string("mode", default, choices=MODES)
 
 
 def from_dict(data: dict[str, Any]) -> Config:
@@ -257,8 +335,8 @@ def from_dict(data: dict[str, Any]) -> Config:
             TargetConfig(
                 name=name,
                 socket=sock,
-                protocol=t.string("protocol", "qga", choices=PROTOCOLS),
-                mode=t.string("mode", "persistent", choices=MODES),
+                protocol=(protocol := t.string("protocol", "qga", choices=PROTOCOLS)),
+                mode=_mode(t, protocol, "persistent"),
                 uuid=uuid,
             )
         )
@@ -273,8 +351,8 @@ def from_dict(data: dict[str, Any]) -> Config:
         globs.append(
             SocketDiscoveryConfig(
                 glob=pattern,
-                protocol=g.string("protocol", "qga", choices=PROTOCOLS),
-                mode=g.string("mode", "per-poll", choices=MODES),
+                protocol=(protocol := g.string("protocol", "qga", choices=PROTOCOLS)),
+                mode=_mode(g, protocol, "per-poll"),
             )
         )
         g.finish()
@@ -282,6 +360,8 @@ def from_dict(data: dict[str, Any]) -> Config:
     libvirt = LibvirtDiscoveryConfig(uri=lib.string("uri", ""))
     lib.finish()
     discovery.finish()
+    alerting = _alerting(root.section("alerting"))
+    retention = _retention(root.section("retention"))
     root.finish()
 
     return Config(
@@ -293,7 +373,32 @@ def from_dict(data: dict[str, Any]) -> Config:
         targets=tuple(targets),
         socket_discovery=tuple(globs),
         libvirt=libvirt,
+        alerting=alerting,
+        retention=retention,
     )
+
+
+def _retention(r: _Section) -> RetentionConfig:
+    """[retention]: raw samples and hourly roll-ups need an age; the rest "" = forever."""
+    d = RetentionConfig()
+
+    def forever_or(name: str) -> float | None:
+        value = r.raw(name, "")
+        return None if value == "" else parse_duration(value, r.key(name))
+
+    retention = RetentionConfig(
+        samples=r.duration("samples", d.samples),
+        hourly=r.duration("hourly", d.hourly),
+        daily=forever_or("daily"),
+        closed_rows=forever_or("closed_rows"),
+        events=forever_or("events"),
+    )
+    r.finish()
+    if retention.hourly < retention.samples:
+        raise ConfigError("retention.hourly", "must be at least retention.samples")
+    if retention.daily is not None and retention.daily < retention.hourly:
+        raise ConfigError("retention.daily", "must be at least retention.hourly")
+    return retention
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Config:

@@ -1,8 +1,10 @@
-"""The CLI's history queries: `vms`, `show`, `history`, `events` (tables or JSON)."""
+"""The CLI's history queries: `vms`, `show`, `history`, `events`, `diff`, `packages` and
+`db prune`; each prints a table readable at 80 columns, JSON or CSV (`--output`)."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import sys
@@ -13,10 +15,16 @@ from typing import Any
 
 from collector.config import Config
 from collector.facts import FactKind
-from collector.tables import format_table
+from collector.tables import cell, format_table
+from storage import retention, timetravel
 from storage.repository import DomainNotFound, Store
 
 LATEST_SAMPLE_WINDOW = timedelta(days=1)
+#: Tables fit a terminal of this width: the widest column gives way first.
+TABLE_WIDTH = 80
+MIN_COLUMN = 8
+#: A CSV cell starting with one of these is a formula to a spreadsheet: guest text is hostile.
+_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 @contextmanager
@@ -40,6 +48,51 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def fit_table(headers: list[str], rows: list[list[Any]], width: int = TABLE_WIDTH) -> str:
+    """`format_table` narrowed to `width`: the widest column is cut (with an ellipsis) first."""
+    texts = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(headers)]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        if widths[widest] <= MIN_COLUMN:
+            break
+        widths[widest] -= 1
+    cut = [
+        [t if len(t) <= w else t[: w - 1] + "…" for t, w in zip(row, widths, strict=True)]
+        for row in texts
+    ]
+    return format_table(headers, cut, max_cell=max(widths, default=MIN_COLUMN))
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, dict | list):
+        text = json.dumps(value, sort_keys=True, default=str)
+    else:
+        text = str(value)
+    if text.startswith(_CSV_FORMULA):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def _output(args: argparse.Namespace, headers: list[str], rows: list[list[Any]], data: Any) -> None:
+    """Print `rows` as a table or CSV, or `data` as JSON, as `--output` asks."""
+    if args.output == "json":
+        _emit_json(data)
+    elif args.output == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows([[_csv_cell(v) for v in row] for row in rows])
+    else:
+        print(fit_table(headers, rows))
+
+
 def _not_found(exc: DomainNotFound) -> int:
     print(f"guestwatch: {exc}", file=sys.stderr)
     return 1
@@ -47,29 +100,22 @@ def _not_found(exc: DomainNotFound) -> int:
 
 def vms(config: Config, args: argparse.Namespace) -> int:
     with _store(config) as store:
-        rows = store.list_vms()
-    if args.output == "json":
-        _emit_json([dataclasses.asdict(vm) for vm in rows])
-        return 0
-    print(
-        format_table(
-            ["domain", "state", "since", "last heartbeat", "os", "unavailable"],
+        rows = sorted(store.list_vms(), key=lambda v: v.name)
+    _output(
+        args,
+        ["domain", "state", "last heartbeat", "os", "unavailable"],
+        [
             [
-                [
-                    vm.name,
-                    vm.state,
-                    vm.state_since,
-                    vm.last_heartbeat,
-                    vm.os_pretty_name,
-                    ",".join(
-                        sorted(k.value for k, s in vm.kinds.items() if s.status == "unavailable")
-                    )
-                    or None,
-                ]
-                for vm in sorted(rows, key=lambda v: v.name)
-            ],
-            max_cell=24,
-        )
+                vm.name,
+                vm.state,
+                vm.last_heartbeat,
+                vm.os_pretty_name,
+                ",".join(sorted(k.value for k, s in vm.kinds.items() if s.status == "unavailable"))
+                or None,
+            ]
+            for vm in rows
+        ],
+        [dataclasses.asdict(vm) for vm in rows],
     )
     return 0
 
@@ -100,7 +146,7 @@ def _cell(field: str, value: Any) -> Any:
         )
     if field.endswith("_bytes") and isinstance(value, int | float):
         return _human_bytes(value)
-    if field == "login_time" and isinstance(value, int | float):
+    if field in ("login_time", "since") and isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
     return value
 
@@ -127,6 +173,14 @@ def show(config: Config, args: argparse.Namespace) -> int:
     if args.output == "json":
         _emit_json(dataclasses.asdict(inv))
         return 0
+    if args.output == "csv":
+        _output(
+            args,
+            ["kind", "item"],
+            [[kind.value, item] for kind, items in inv.facts.items() for item in items],
+            None,
+        )
+        return 0
     vm = inv.vm
     when = f" at {inv.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z" if inv.at else ""
     print(f"{vm.name}{when}  ({vm.protocol} on {vm.hypervisor}, key {vm.key})")
@@ -144,13 +198,13 @@ def show(config: Config, args: argparse.Namespace) -> int:
     ):
         for item in inv.facts.get(kind, []):
             detail = ", ".join(f"{k}={_cell(k, v)}" for k, v in item.items() if v not in ("", None))
-            print(f"{kind.value}: {detail}")
+            print(f"{kind.value}: {detail}"[:TABLE_WIDTH])
     for kind, (headers, fields) in SHOW_COLUMNS.items():
         items = inv.facts.get(kind, [])
         print(f"\n{kind.value} ({len(items)})")
         if items:
             rows = [[_cell(f, item.get(f)) for f in fields] for item in items]
-            print(format_table(headers, sorted(rows, key=lambda r: str(r[0]))))
+            print(fit_table(list(headers), sorted(rows, key=lambda r: str(r[0]))))
     unavailable = {k: s for k, s in inv.status.items() if s.status != "ok"}
     if unavailable:
         print("\nnot available:")
@@ -177,39 +231,86 @@ def history(config: Config, args: argparse.Namespace) -> int:
             rows = store.history(args.domain, kind=args.kind, since=args.since)
         except DomainNotFound as exc:
             return _not_found(exc)
-    if args.output == "json":
-        _emit_json([dataclasses.asdict(r) for r in rows])
-        return 0
-    print(
-        format_table(
-            ["kind", "item", "from", "to", "value"],
-            [
-                [
-                    r.kind.value,
-                    r.name,
-                    r.valid_from,
-                    r.valid_to or "current",
-                    json.dumps(r.value, sort_keys=True),
-                ]
-                for r in rows
-            ],
-            max_cell=30,
-        )
+    _output(
+        args,
+        ["kind", "item", "from", "to", "value"],
+        [
+            [r.kind.value, r.name, r.valid_from, r.valid_to or "current", _compact(r.value)]
+            for r in rows
+        ],
+        [dataclasses.asdict(r) for r in rows],
     )
     return 0
 
 
+def _compact(value: dict[str, Any] | None) -> str:
+    """A stored item as `k=v` pairs without the empty ones: what a table row can show."""
+    if not value:
+        return ""
+    return " ".join(
+        f"{k}={json.dumps(v) if isinstance(v, dict | list) else v}"
+        for k, v in value.items()
+        if v not in ("", None, [], {})
+    )
+
+
 def events(config: Config, args: argparse.Namespace) -> int:
     with _store(config) as store:
-        rows = store.events(domain=args.domain, type=args.type, since=args.since, limit=args.limit)
-    if args.output == "json":
-        _emit_json([dataclasses.asdict(r) for r in rows])
-        return 0
-    print(
-        format_table(
-            ["time", "domain", "event", "subject", "old", "new"],
-            [[e.at, e.domain, e.type, e.subject, e.old, e.new] for e in rows],
-            max_cell=22,
+        try:
+            rows = store.events(
+                domain=args.domain, type=args.type, since=args.since, limit=args.limit
+            )
+        except DomainNotFound as exc:
+            return _not_found(exc)
+    _output(
+        args,
+        ["time", "domain", "event", "subject", "old", "new"],
+        [[e.at, e.domain, e.type, e.subject, e.old, e.new] for e in rows],
+        [dataclasses.asdict(r) for r in rows],
+    )
+    return 0
+
+
+def diff(config: Config, args: argparse.Namespace) -> int:
+    with _store(config) as store:
+        try:
+            changes = timetravel.diff(store, args.domain, args.since, args.until, kind=args.kind)
+        except DomainNotFound as exc:
+            return _not_found(exc)
+        except ValueError as exc:
+            print(f"guestwatch: {exc}", file=sys.stderr)
+            return 2
+    _output(
+        args,
+        ["kind", "item", "change", "old", "new"],
+        [[c.kind.value, c.name, c.change, _compact(c.old), _compact(c.new)] for c in changes],
+        [dataclasses.asdict(c) for c in changes],
+    )
+    return 0
+
+
+def packages(config: Config, args: argparse.Namespace) -> int:
+    with _store(config) as store:
+        hits = timetravel.packages(
+            store, args.name, version=args.version, older_than=args.older_than, at=args.at
         )
+    _output(
+        args,
+        ["domain", "package", "version", "arch", "manager", "since"],
+        [[h.domain, h.name, h.version, h.arch, h.manager, h.since] for h in hits],
+        [dataclasses.asdict(h) for h in hits],
+    )
+    return 0
+
+
+def prune(config: Config, args: argparse.Namespace) -> int:
+    """`guestwatch db prune`: the daily retention job, now."""
+    with _store(config) as store:
+        stats = retention.prune(store.engine, config.retention)
+    print(
+        f"folded {stats.samples_folded} samples into hourly roll-ups and "
+        f"{stats.hourly_folded} hourly roll-ups into daily ones; deleted "
+        f"{stats.daily_deleted} daily roll-ups, {stats.closed_rows_deleted} closed inventory "
+        f"rows and {stats.events_deleted} events ({stats.seconds:.1f}s)"
     )
     return 0

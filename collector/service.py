@@ -104,6 +104,9 @@ class Service:
             max_instances=1,
             coalesce=True,
         )
+        from storage import retention
+
+        retention.schedule(self.scheduler, self.store.engine, self.config.retention)
         self.started = True
 
     async def stop(self) -> None:
