@@ -169,12 +169,18 @@ class TargetRunner:
         self.record(outcomes.items())
 
     def record(self, outcomes: Iterable[tuple[FactKind, Outcome]]) -> None:
-        """Apply one poll's outcomes: state, status changes, and only changed sets."""
+        """Apply one poll's outcomes: state, status changes, and only changed sets.
+
+        Status changes are logged once per poll and (status, reason), naming every kind it
+        hit: an agent that goes away is one line, not one line per fact kind.
+        """
         now = self.clock()
+        changes: dict[tuple[str, str], list[str]] = {}
+        details: dict[tuple[str, str], str] = {}
         for kind, outcome in outcomes:
             state = self.vm.kind(kind)
             if isinstance(outcome, FactSet):
-                self._set_status(kind, "ok", "", now)
+                self._set_status(kind, "ok", "", now, changes=changes)
                 state.last_success = now
                 self.emit(KindSucceeded(self.vm.ref, now, kind))
                 digest = outcome.digest()
@@ -186,24 +192,35 @@ class TargetRunner:
                     self.emit(SamplesObserved(self.vm.ref, now, samples))
                 self.vm.remember(outcome)
             elif isinstance(outcome, Unavailable):
-                self._set_status(kind, "unavailable", outcome.reason, now)
+                self._set_status(kind, "unavailable", outcome.reason, now, changes=changes)
             else:
                 self.fleet.count_error(kind.value, outcome.reason)
-                self._set_status(kind, "error", outcome.reason, now, outcome.detail)
+                details.setdefault(("error", outcome.reason), outcome.detail)
+                self._set_status(kind, "error", outcome.reason, now, changes=changes)
+        for (status, reason), kinds in changes.items():
+            what = ", ".join(kinds)
+            if status == "ok":
+                log.info("vm %s: %s available again", self.name, what)
+            elif status == "unavailable":
+                log.info("vm %s: %s unavailable (%s)", self.name, what, reason)
+            else:
+                detail = details.get((status, reason), "")[:200]
+                log.warning("vm %s: %s poll failed: %s %s", self.name, what, reason, detail)
 
     def _set_status(
-        self, kind: FactKind, status: str, reason: str, now: float, detail: str = ""
+        self,
+        kind: FactKind,
+        status: str,
+        reason: str,
+        now: float,
+        *,
+        changes: dict[tuple[str, str], list[str]],
     ) -> None:
         state = self.vm.kind(kind)
         if state.status == status and state.reason == reason:
             return
-        if status == "ok":
-            if state.status not in ("pending", "ok"):
-                log.info("vm %s: %s available again", self.name, kind)
-        elif status == "unavailable":
-            log.info("vm %s: %s unavailable (%s)", self.name, kind, reason)
-        else:
-            log.warning("vm %s: %s poll failed: %s %s", self.name, kind, reason, detail[:200])
+        if status != "ok" or state.status not in ("pending", "ok"):
+            changes.setdefault((status, reason), []).append(kind.value)
         state.status = status
         state.reason = reason
         self.emit(KindStatus(self.vm.ref, now, kind, status, reason))
