@@ -140,9 +140,9 @@ async def test_two_minute_database_outage_loses_nothing(
         # Heartbeats may miss before discovery sees the socket gone: up or late, then gone.
         assert liveness[vanishing][-1] in (("up", "gone"), ("late", "gone")), liveness[vanishing]
         drift_events = {(e.type, e.subject) for e in events if e.domain == drifter}
-        for name, arch in after.keys() - before.keys():
+        for name, _arch in after.keys() - before.keys():
             assert ("package_added", name) in drift_events
-        for name, arch in before.keys() - after.keys():
+        for name, _arch in before.keys() - after.keys():
             assert ("package_removed", name) in drift_events
         for key in after.keys() & before.keys():
             if after[key] != before[key]:
