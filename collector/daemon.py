@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from collector.alerting import Alerting
 from collector.config import Config
 from collector.service import DriverFactory, Service, default_driver_factory
 from exporters.http import HttpServer, build_app
@@ -33,6 +35,7 @@ class Running:
     service: Service
     http: HttpServer
     store: Store
+    alerting: Alerting | None = None
 
     @property
     def url(self) -> str:
@@ -60,21 +63,24 @@ async def running(
     """The whole service, started; stopped in order on exit (HTTP, polling, writes)."""
     store = await asyncio.to_thread(open_store, config)
     service = Service(config, store, driver_factory=driver_factory)
+    alerting = Alerting(config, store)
     app = build_app(
         service.fleet,
         store,
-        extra_metrics=lambda: writer_metrics(service.writer),
+        extra_metrics=lambda: itertools.chain(writer_metrics(service.writer), alerting.metrics()),
         healthy=lambda: service.started,
     )
     http = HttpServer(app, config.http)
     try:
         await service.start()
+        await alerting.start()
         await http.start()
         log.info("serving http://%s/metrics (%d targets)", config.http.listen, len(service.runners))
-        yield Running(service, http, store)
+        yield Running(service, http, store, alerting)
     finally:
         await http.stop()
         await service.stop()
+        await alerting.stop()
         await asyncio.to_thread(store.close)
         log.info("stopped; every pending write flushed")
 

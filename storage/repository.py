@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.dml import Insert
 
 from collector.facts import FactKind
+from storage import alerts as _alerts
 from storage import db
 from storage.diff import SUBJECT_MAX, Change, EventType, bounded, changes, set_digest
 from storage.models import (
@@ -194,6 +195,8 @@ class _Batch:
     success: dict[tuple[int, str], datetime] = field(default_factory=dict)
     heartbeats: dict[int, datetime] = field(default_factory=dict)
     liveness: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: The hypervisor each VM of the batch is on now (after this batch's claims).
+    hypervisors: dict[int, str] = field(default_factory=dict)
 
     def event(self, vm_id: int, at: datetime, kind: str | None, change: Change) -> None:
         self.events.append(
@@ -212,7 +215,8 @@ class _Batch:
 class Store:
     """The history store over one database (SQLite file or PostgreSQL)."""
 
-    def __init__(self, url: str | Engine) -> None:
+    def __init__(self, url: str | Engine, *, alerting: _alerts.AlertPolicy | None = None) -> None:
+        self._alerting = alerting
         if isinstance(url, Engine):
             self._engine = url
             self._owned = False
@@ -231,6 +235,16 @@ class Store:
     def is_up_to_date(self) -> bool:
         return db.is_up_to_date(self._engine)
 
+    def set_alerting(self, policy: _alerts.AlertPolicy | None) -> None:
+        """Open and close guestwatch's own alerts with liveness transitions (storage/alerts)."""
+        self._alerting = policy
+
+    def alerts(
+        self, state: str | None = None, domain: str | None = None, limit: int = 200
+    ) -> list[_alerts.AlertView]:
+        """guestwatch's own alerts, most recently changed first, with their delivery state."""
+        return _alerts.list_alerts(self._engine, state=state, domain=domain, limit=limit)
+
     def close(self) -> None:
         if self._owned:
             self._engine.dispose()
@@ -245,11 +259,14 @@ class Store:
         with self._engine.connect() as conn:
             conn.execution_options(**{db.WRITE_TRANSACTION: True})
             with conn.begin():
-                batch = _Batch(vm_ids=self._upsert_vms(conn, records))
+                batch = _Batch(vm_ids={})
+                self._upsert_vms(conn, batch, records)
                 self._load_sets(conn, batch, records)
                 for record in records:
                     self._apply(batch, record)
                 self._flush(conn, batch)
+                if self._alerting is not None and batch.liveness:
+                    _alerts.on_liveness(conn, self._alerting, batch.vm_ids, records)
         return WriteStats(
             records=len(records),
             vms=len(batch.vm_ids),
@@ -261,15 +278,23 @@ class Store:
             seconds=time.perf_counter() - started,
         )
 
-    def _upsert_vms(self, conn: Connection, records: Sequence[Record]) -> dict[str, int]:
-        """Insert new VMs, update changed attributes; return key → id for the batch."""
+    def _upsert_vms(self, conn: Connection, batch: _Batch, records: Sequence[Record]) -> None:
+        """Insert new VMs, update changed attributes (a new hypervisor is a `migrated`
+        event); fill the batch's key → id and id → current hypervisor maps."""
         refs: dict[str, VmRef] = {}
         first_at: dict[str, float] = {}
+        claim_at: dict[str, float] = {}
         for record in records:
             key = _clean(record.vm.key, KEY_LEN)
-            refs[key] = record.vm
             first_at.setdefault(key, record.at)
-        keys = list(refs)
+            # A host that lost the VM (gone) does not claim it: after a migration the
+            # source's last word must not move the VM back.
+            if not (isinstance(record, LivenessChanged) and record.new == "gone"):
+                refs[key] = record.vm
+                claim_at[key] = record.at
+            else:
+                refs.setdefault(key, record.vm)
+        keys = sorted(refs)  # one lock order for every writer: no deadlocks between hosts
 
         known: dict[str, AnyRow] = {}
         for chunk in _chunks(keys):
@@ -308,13 +333,26 @@ class Store:
             conn.execute(_upsert(conn.dialect.name, _VMS, ["key"], None), rows)
             for chunk in _chunks(missing):
                 for inserted in conn.execute(
-                    select(_VMS.c.id, _VMS.c.key).where(_VMS.c.key.in_(chunk))
+                    select(_VMS.c.id, _VMS.c.key, _VMS.c.hypervisor).where(_VMS.c.key.in_(chunk))
                 ):
                     ids[inserted.key] = inserted.id
+                    batch.hypervisors[inserted.id] = inserted.hypervisor
 
         changed = []
         for key, row in known.items():
             ref = refs[key]
+            if key not in claim_at:
+                batch.hypervisors[row.id] = row.hypervisor
+                continue
+            if row.hypervisor != _clean(ref.hypervisor, NAME_LEN):
+                batch.event(
+                    row.id,
+                    _ts(claim_at[key]),
+                    None,
+                    Change(EventType.MIGRATED, _clean(ref.name, NAME_LEN),
+                           bounded(row.hypervisor), bounded(ref.hypervisor)),
+                )  # fmt: skip
+            batch.hypervisors[row.id] = _clean(ref.hypervisor, NAME_LEN)
             want = {
                 "name": _clean(ref.name, NAME_LEN),
                 "hypervisor": _clean(ref.hypervisor, NAME_LEN),
@@ -336,7 +374,7 @@ class Store:
                 ),
                 changed,
             )
-        return ids
+        batch.vm_ids.update(ids)
 
     def _load_sets(self, conn: Connection, batch: _Batch, records: Sequence[Record]) -> None:
         """Load the current rows of every (VM, kind) this batch observes: one SELECT per kind."""
@@ -409,11 +447,13 @@ class Store:
         elif isinstance(record, HeartbeatSeen):
             batch.heartbeats[vm_id] = max(at, batch.heartbeats.get(vm_id, at))
         elif isinstance(record, LivenessChanged):
-            batch.liveness[vm_id] = {
-                "b_id": vm_id,
-                "b_state": _clean(record.new, STATE_LEN),
-                "b_since": at,
-            }
+            current = batch.hypervisors.get(vm_id)
+            if current is None or current == _clean(record.vm.hypervisor, NAME_LEN):
+                batch.liveness[vm_id] = {
+                    "b_id": vm_id,
+                    "b_state": _clean(record.new, STATE_LEN),
+                    "b_since": at,
+                }
             batch.event(
                 vm_id,
                 at,
