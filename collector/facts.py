@@ -35,6 +35,7 @@ class FactKind(StrEnum):
     USERS = "users"
     PACKAGES = "packages"
     AGENT = "agent"
+    SPICE = "spice"
 
 
 class PollGroup(StrEnum):
@@ -246,6 +247,30 @@ class AgentInfo(Fact):
     version: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class SpiceSession(Fact):
+    """A graphical session with the SPICE agent, from its port opening (`since`) until EOF.
+
+    Only present sessions are stored: an empty set means none, so session start and end are
+    the opening and closing of this row. `activity_count` (clipboard messages seen in the
+    session) is a measurement, kept out of the row's value so activity never churns rows.
+    """
+
+    kind: ClassVar[FactKind] = FactKind.SPICE
+    sample_fields: ClassVar[tuple[str, ...]] = ("activity_count",)
+    present: bool = True
+    since: float = 0.0
+    capabilities: tuple[str, ...] = ()
+    flavour: str = ""  # "linux" | "windows" | "unknown"
+    activity_count: int = 0
+
+    def identity(self) -> str:
+        return f"{self.since:.6f}"
+
+    def label(self) -> str:
+        return self.flavour or "spice"
+
+
 FACT_TYPES: Final[Mapping[FactKind, type[Fact]]] = {
     FactKind.OS: OsInfo,
     FactKind.HOSTNAME: Hostname,
@@ -258,6 +283,7 @@ FACT_TYPES: Final[Mapping[FactKind, type[Fact]]] = {
     FactKind.USERS: UserSession,
     FactKind.PACKAGES: Package,
     FactKind.AGENT: AgentInfo,
+    FactKind.SPICE: SpiceSession,
 }
 
 

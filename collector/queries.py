@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import json
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -199,6 +200,14 @@ def show(config: Config, args: argparse.Namespace) -> int:
         for item in inv.facts.get(kind, []):
             detail = ", ".join(f"{k}={_cell(k, v)}" for k, v in item.items() if v not in ("", None))
             print(f"{kind.value}: {detail}"[:TABLE_WIDTH])
+    spice = inv.facts.get(FactKind.SPICE, [])
+    for item in spice:
+        since = _cell("since", item.get("since"))
+        print(f"spice: {item.get('flavour')} agent session since {since}"[:TABLE_WIDTH])
+        caps = " ".join(str(c) for c in item.get("capabilities") or [])
+        print(textwrap.fill(caps, TABLE_WIDTH, initial_indent="  ", subsequent_indent="  "))
+    if not spice and FactKind.SPICE in inv.status:
+        print("spice: no session")
     for kind, (headers, fields) in SHOW_COLUMNS.items():
         items = inv.facts.get(kind, [])
         print(f"\n{kind.value} ({len(items)})")

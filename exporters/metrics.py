@@ -27,6 +27,7 @@ from collector.facts import (
     Hostname,
     Memory,
     NetInterface,
+    SpiceSession,
     Timezone,
 )
 from collector.liveness import State
@@ -62,6 +63,7 @@ class FleetCollector(Collector):
         yield from self._guest(vms)
         yield from self._network(vms)
         yield from self._inventory(vms)
+        yield from _spice(vms)
         yield from self._collector()
         if self.extra is not None:
             yield from self.extra()
@@ -283,6 +285,37 @@ class FleetCollector(Collector):
         build = _gauge("build_info", "guestwatch build.", ["version"])
         build.add_metric([__version__], 1)
         yield build
+
+
+def _spice(vms: list[VmState]) -> Iterator[Metric]:
+    """SPICE session presence: only for VMs whose driver reports it (spice targets)."""
+    present = _gauge(
+        "spice_session_present",
+        "1 while a graphical session with the SPICE agent is present" + CACHED + ".",
+        ["domain"],
+    )
+    info = _gauge(
+        "spice_agent_info",
+        "SPICE agent flavour of the present session (linux, windows, unknown)" + CACHED + ".",
+        ["domain", "flavour"],
+    )
+    activity = CounterMetricFamily(
+        "guestwatch_spice_activity",
+        "Clipboard messages in the present SPICE session (contents never read; resets with "
+        "each session)" + CACHED + ".",
+        labels=["domain"],
+    )
+    for vm in vms:
+        facts = vm.facts(FactKind.SPICE)
+        if facts is None:
+            continue
+        name = vm.target.name
+        session = _first(vm, FactKind.SPICE, SpiceSession)
+        present.add_metric([name], 1.0 if session is not None else 0.0)
+        if session is not None:
+            info.add_metric([name, session.flavour], 1)
+            activity.add_metric([name], session.activity_count)
+    yield from (present, info, activity)
 
 
 def _first(vm: VmState, kind: FactKind, cls: type[_F]) -> _F | None:

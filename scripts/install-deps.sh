@@ -9,6 +9,8 @@ declare -A probe=(
   [docker-compose]=/usr/bin/docker-compose
   [systemd]=/usr/bin/systemd-analyze
   [rpm]=/usr/bin/rpm
+  [spice-vdagent]=/usr/sbin/spice-vdagentd
+  [xvfb]=/usr/bin/Xvfb
 )
 
 missing=()

@@ -49,6 +49,9 @@ class EventType(StrEnum):
     ITEM_REMOVED = "item_removed"
     ITEM_CHANGED = "item_changed"
     LIVENESS_CHANGED = "liveness_changed"
+    MIGRATED = "migrated"
+    SPICE_SESSION_STARTED = "spice_session_started"
+    SPICE_SESSION_ENDED = "spice_session_ended"
 
 
 #: Kinds with one item per VM: any change of it is one `<kind>_changed` event.
@@ -80,6 +83,11 @@ ITEM_EVENTS: Final[dict[str, tuple[EventType, EventType, EventType]]] = {
         EventType.FILESYSTEM_CHANGED,
     ),
     FactKind.DISKS: (EventType.DISK_ADDED, EventType.DISK_REMOVED, EventType.ITEM_CHANGED),
+    FactKind.SPICE: (
+        EventType.SPICE_SESSION_STARTED,
+        EventType.SPICE_SESSION_ENDED,
+        EventType.ITEM_CHANGED,
+    ),
 }
 _GENERIC = (EventType.ITEM_ADDED, EventType.ITEM_REMOVED, EventType.ITEM_CHANGED)
 _KERNEL_FIELDS: Final = frozenset({"kernel_release", "kernel_version"})

@@ -16,8 +16,19 @@ KNOWN_PATHS = {
     "promtool": "/usr/bin/promtool",
     "rpm": "/usr/bin/rpm",
     "dpkg": "/usr/bin/dpkg",
+    "spice-vdagentd": "/usr/sbin/spice-vdagentd",
+    "spice-vdagent": "/usr/bin/spice-vdagent",
+    "Xvfb": "/usr/bin/Xvfb",
 }
-PACKAGES = {"qemu-ga": "qemu-guest-agent", "promtool": "prometheus", "rpm": "rpm", "dpkg": "dpkg"}
+PACKAGES = {
+    "qemu-ga": "qemu-guest-agent",
+    "promtool": "prometheus",
+    "rpm": "rpm",
+    "dpkg": "dpkg",
+    "spice-vdagentd": "spice-vdagent",
+    "spice-vdagent": "spice-vdagent",
+    "Xvfb": "xvfb",
+}
 
 
 def require(binary: str) -> str:

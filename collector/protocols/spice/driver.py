@@ -1,0 +1,252 @@
+"""The SPICE agent driver behind `collector.driver.Driver`: a held channel and its session.
+
+A reader task holds the `com.redhat.spice.0` channel while the driver lives. The session is
+event-driven, not polled: the agent's ANNOUNCE_CAPABILITIES (sent when its port opens)
+starts one, EOF ends it, a new announcement with request=1 starts the next; `poll()` only
+reports the current picture. Liveness: the SPICE agent has no heartbeat, so `heartbeat()`
+succeeds while the driver is watching the channel, whatever the session does. A spice
+target therefore never goes `late` or `down` because a session closed; a vanished channel
+socket makes it `gone` through discovery, as for any target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final
+
+from collector.driver import DriverError, FaultHook
+from collector.facts import (
+    GROUP_KINDS,
+    FactKind,
+    FactSet,
+    OsInfo,
+    Outcome,
+    PollGroup,
+    SpiceSession,
+    Unavailable,
+    fact_set,
+)
+from collector.protocols.qga.transport import Connector, unix_connector
+
+from .wire import (
+    CLIPBOARD_TYPES,
+    MAX_MESSAGE_BYTES,
+    ChunkReader,
+    Malformed,
+    Message,
+    MessageType,
+    capability_names,
+    encode_announce,
+    flavour_of,
+    parse_announce,
+)
+
+if TYPE_CHECKING:
+    from collector.config import Config
+    from collector.targets import Target
+
+__all__ = ["NOT_REPORTED", "SpiceDriver", "create_driver"]
+
+log = logging.getLogger(__name__)
+
+#: The reason every non-SPICE kind is `Unavailable` for a spice target.
+NOT_REPORTED: Final = "not reported by the SPICE agent"
+READ_BYTES: Final = 65536
+#: Back-off between attempts to (re)open the channel: 0.5 s, doubling, capped.
+RECONNECT_BACKOFF: Final = 0.5
+RECONNECT_MAX_BACKOFF: Final = 10.0
+
+
+class SpiceDriver:
+    """One VM's SPICE agent channel for the runner: heartbeat, poll(group), close.
+
+    `connector` opens the channel (default: connect to the unix socket `socket`, i.e. QEMU's
+    `-chardev socket,server=on` behind the `com.redhat.spice.0` port); each connection is
+    one period of the agent's port being reachable.
+    """
+
+    def __init__(
+        self,
+        socket: str,
+        *,
+        connector: Connector | None = None,
+        write_timeout: float = 3.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_fault: FaultHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.socket = socket
+        self.connector = connector or unix_connector(socket)
+        self.write_timeout = write_timeout
+        self.max_message_bytes = max_message_bytes
+        self.on_fault = on_fault
+        self.clock = clock
+        self.session: SpiceSession | None = None
+        #: Clipboard messages over the driver's life (all sessions): activity totals.
+        self.activity_total = 0
+        #: Faults absorbed by reconnecting, by reason (also reported through on_fault).
+        self.faults: dict[str, int] = {}
+        self.connected = False
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._changed = asyncio.Event()
+
+    # -- the runner's interface ---------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """No agent heartbeat exists: succeed while the channel is watched (see module doc)."""
+        if self._closed:
+            raise DriverError("closed", "driver closed")
+        self._start()
+
+    async def poll(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
+        """The session in the users group; every other kind is something SPICE cannot tell."""
+        if self._closed:
+            raise DriverError("closed", "driver closed")
+        self._start()
+        outcomes: dict[FactKind, Outcome] = {
+            kind: Unavailable(NOT_REPORTED) for kind in GROUP_KINDS[group]
+        }
+        if group is PollGroup.USERS:
+            outcomes[FactKind.SPICE] = self.facts()
+        return outcomes
+
+    async def close(self) -> None:
+        """Stop the reader and release the channel; idempotent."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the picture -------------------------------------------------------------------
+
+    def facts(self) -> FactSet:
+        """The current session as a set: one item while present, empty otherwise."""
+        return fact_set(FactKind.SPICE, [self.session] if self.session is not None else [])
+
+    async def wait_changed(self) -> None:
+        """Wait until the session changes (tests and event-driven callers)."""
+        self._changed.clear()
+        await self._changed.wait()
+
+    # -- the reader --------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"spice {self.socket}"
+            )
+
+    def _fault(self, reason: str) -> None:
+        self.faults[reason] = self.faults.get(reason, 0) + 1
+        if self.on_fault is not None:
+            self.on_fault(reason)
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._closed:
+            try:
+                reader, writer = await self.connector()
+            except OSError as exc:
+                failures += 1
+                if failures == 1:
+                    log.info("spice %s: cannot open channel: %s", self.socket, exc.strerror)
+                self._fault("connect")
+                await asyncio.sleep(
+                    min(RECONNECT_MAX_BACKOFF, RECONNECT_BACKOFF * 2 ** (failures - 1))
+                )
+                continue
+            failures = 0
+            self.connected = True
+            clean = False
+            try:
+                clean = await self._serve(reader, writer)
+            finally:
+                self.connected = False
+                self._end_session("channel closed")
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            if not clean:
+                # A guest that keeps sending garbage costs a reconnect every few seconds.
+                await asyncio.sleep(RECONNECT_BACKOFF)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Read one connection until EOF (True) or a fault (False)."""
+        chunks = ChunkReader(self.max_message_bytes)
+        try:
+            # A session already open before we connected announced to nobody: QEMU drops a
+            # chardev's output while no client is connected. request=1 makes it announce again.
+            await self._send(writer, encode_announce(request=True))
+            while True:
+                data = await reader.read(READ_BYTES)
+                if not data:
+                    return True
+                for message in chunks.feed(data):
+                    await self._handle(message, writer)
+        except Malformed as exc:
+            log.warning("spice %s: %s; reconnecting", self.socket, exc)
+            self._fault(exc.reason)
+        except TimeoutError:
+            log.warning("spice %s: the agent does not read; reconnecting", self.socket)
+            self._fault("timeout")
+        except ConnectionError:
+            self._fault("disconnect")
+        return False
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        async with asyncio.timeout(self.write_timeout):
+            await writer.drain()
+
+    async def _handle(self, message: Message, writer: asyncio.StreamWriter) -> None:
+        if message.type == MessageType.ANNOUNCE_CAPABILITIES:
+            announce = parse_announce(message.data)
+            names = capability_names(announce.words)
+            if announce.request:
+                await self._send(writer, encode_announce(request=False))
+                # request=1 is sent when the agent's port opens: a new session, even if the
+                # close of the last one never reached us (QEMU does not forward it as EOF).
+                self._end_session("port reopened")
+            self._announced(names)
+        elif message.type in CLIPBOARD_TYPES:
+            # Counted, never read: the reader has already dropped the data.
+            self.activity_total += 1
+            if self.session is not None:
+                self.session = dataclasses.replace(
+                    self.session, activity_count=self.session.activity_count + 1
+                )
+
+    def _announced(self, names: tuple[str, ...]) -> None:
+        flavour = flavour_of(names)
+        if self.session is None:
+            self.session = SpiceSession(
+                present=True, since=self.clock(), capabilities=names, flavour=flavour
+            )
+            log.info("spice %s: session started (%s agent)", self.socket, flavour)
+            self._changed.set()
+        elif self.session.capabilities != names:
+            self.session = dataclasses.replace(self.session, capabilities=names, flavour=flavour)
+            self._changed.set()
+
+    def _end_session(self, why: str) -> None:
+        if self.session is not None:
+            log.info("spice %s: session ended (%s)", self.socket, why)
+            self.session = None
+            self._changed.set()
+
+
+def create_driver(target: Target, config: Config, on_fault: FaultHook) -> SpiceDriver:
+    """The service's entry point for `protocol = "spice"` targets (always a held channel)."""
+    return SpiceDriver(
+        target.socket,
+        write_timeout=config.polling.command_timeout,
+        on_fault=on_fault,
+    )
