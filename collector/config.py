@@ -131,7 +131,7 @@ class AlertingConfig:
     """guestwatch's own alerts (see collector/alerting): receivers, which states, timing."""
 
     alertmanager_urls: tuple[str, ...] = ()
-    webhook_url: str = ""
+    webhook_url: str = field(default="", repr=False)  # may carry a token
     webhook_secret: str = field(default="", repr=False)  # never logged nor stored
     alert_on: tuple[str, ...] = ("down",)
     hold_down: float = 60.0

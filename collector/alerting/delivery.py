@@ -23,6 +23,10 @@ from storage import alerts
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
+# httpx logs every request's full URL at INFO: a webhook URL may carry a token, and a re-send
+# every minute is no news. Failures are logged here, without the URL.
+for _noisy in ("httpx", "httpcore"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 #: Seconds between ticks: how soon a new or retried alert is picked up.
 TICK_SECONDS = 1.0
