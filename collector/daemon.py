@@ -20,6 +20,7 @@ from collector.config import Config
 from collector.service import DriverFactory, Service, default_driver_factory
 from exporters.http import HttpServer, build_app
 from exporters.metrics import writer_metrics
+from exporters.webconfig import WebConfigError
 from storage.db import is_up_to_date
 from storage.repository import Store
 
@@ -105,7 +106,7 @@ async def run_service(config: Config) -> int:
     try:
         async with running(config):
             await stop.wait()
-    except SchemaOutOfDate as exc:
+    except (SchemaOutOfDate, WebConfigError) as exc:
         log.error("%s", exc)
         return 2
     except OSError as exc:
