@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from collector.service import default_driver_factory
 from collector.targets import Target
 from storage.diff import EventType
 from storage.repository import Store
+from tests.support.real import require
 from tests.support.service import free_port, wait_until
 
 from .conftest import GuestPort, SpiceGuest, Vectors
@@ -107,6 +109,13 @@ async def test_real_session_present_gone_and_present_again(
         assert first.capabilities == vectors.caps_names  # the word 0x38de7, decoded
         found = await metrics(svc.url)
         assert found["guestwatch_spice_session_present"] == [({"domain": "desk"}, 1.0)]
+        assert found["guestwatch_spice_activity_total"] == [({"domain": "desk"}, 0.0)]
+        async with httpx.AsyncClient() as client:
+            body = (await client.get(f"{svc.url}/metrics")).text
+        check = subprocess.run(
+            [require("promtool"), "check", "metrics"], input=body, capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
         assert found["guestwatch_spice_agent_info"] == [
             ({"domain": "desk", "flavour": "linux"}, 1.0)
         ]
