@@ -94,7 +94,6 @@ class SpiceDriver:
         self.connected = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._changed = asyncio.Event()
 
     # -- the runner's interface ---------------------------------------------------------
 
@@ -131,15 +130,18 @@ class SpiceDriver:
         """The current session as a set: one item while present, empty otherwise."""
         return fact_set(FactKind.SPICE, [self.session] if self.session is not None else [])
 
-    async def wait_changed(self) -> None:
-        """Wait until the session changes (tests and event-driven callers)."""
-        self._changed.clear()
-        await self._changed.wait()
-
     # -- the reader --------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._task is None and not self._closed:
+        """Start the reader, or restart it if a bug killed it (logged, counted as `error`)."""
+        if self._closed:
+            return
+        if self._task is not None and self._task.done():
+            if not self._task.cancelled() and (exc := self._task.exception()) is not None:
+                log.error("spice %s: reader failed, restarting", self.socket, exc_info=exc)
+                self._fault("error")
+            self._task = None
+        if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"spice {self.socket}"
             )
@@ -231,16 +233,13 @@ class SpiceDriver:
                 present=True, since=self.clock(), capabilities=names, flavour=flavour
             )
             log.info("spice %s: session started (%s agent)", self.socket, flavour)
-            self._changed.set()
         elif self.session.capabilities != names:
             self.session = dataclasses.replace(self.session, capabilities=names, flavour=flavour)
-            self._changed.set()
 
     def _end_session(self, why: str) -> None:
         if self.session is not None:
             log.info("spice %s: session ended (%s)", self.socket, why)
             self.session = None
-            self._changed.set()
 
 
 def create_driver(target: Target, config: Config, on_fault: FaultHook) -> SpiceDriver:

@@ -267,3 +267,28 @@ async def test_a_closed_session_never_makes_the_target_late_or_down(
         await runner.poll(PollGroup.USERS)
     assert vm.liveness.state is State.UP
     assert vm.facts(FactKind.SPICE) is not None
+
+
+async def test_a_reader_killed_by_a_bug_is_logged_counted_and_restarted(
+    guest_port: GuestPort, vectors: Vectors
+) -> None:
+    calls = 0
+
+    async def flaky() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug, not an OSError")
+        return await guest_port.connect()
+
+    faults: list[str] = []
+    drv = SpiceDriver(str(guest_port.path), connector=flaky, on_fault=faults.append)
+    await drv.heartbeat()
+    await wait_until(lambda: drv._task is not None and drv._task.done(), 5, "reader died")
+    await drv.heartbeat()  # still answers: the channel is watched again
+    assert faults == ["error"]
+    guest = await Guest.open(guest_port)
+    await guest.send(vectors.bytes("ANNOUNCE_CAPABILITIES request=1"))
+    await wait_until(lambda: present(drv), 5, "session after restart")
+    await guest.close()
+    await drv.close()
