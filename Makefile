@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := qemu-guest-agent prometheus postgresql rpm docker-compose systemd spice-vdagent xvfb
+DEB_PACKAGES := qemu-guest-agent prometheus prometheus-alertmanager postgresql rpm docker-compose systemd spice-vdagent xvfb
 
 .PHONY: demo test lint format deps venv bench clean
 

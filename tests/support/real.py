@@ -19,6 +19,8 @@ KNOWN_PATHS = {
     "spice-vdagentd": "/usr/sbin/spice-vdagentd",
     "spice-vdagent": "/usr/bin/spice-vdagent",
     "Xvfb": "/usr/bin/Xvfb",
+    "prometheus": "/usr/bin/prometheus",
+    "prometheus-alertmanager": "/usr/bin/prometheus-alertmanager",
 }
 PACKAGES = {
     "qemu-ga": "qemu-guest-agent",
@@ -28,6 +30,8 @@ PACKAGES = {
     "spice-vdagentd": "spice-vdagent",
     "spice-vdagent": "spice-vdagent",
     "Xvfb": "xvfb",
+    "prometheus": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
 }
 
 
