@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="versions lower than V, by the VM's package manager's rules (dpkg, rpm)",
     )
     packages.add_argument("--at", type=parse_when, help="as it was at TIME")
+
+    from collector.alerting.cli import add_parser as add_alerts_parser
+
+    add_alerts_parser(sub, fmt)
     return parser
 
 
@@ -156,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace, config: Config) -> int:
     from collector import queries
+    from collector.alerting import cli as alerts_cli
 
     if args.command == "run":
         from collector.daemon import run_service
@@ -188,6 +193,7 @@ def dispatch(args: argparse.Namespace, config: Config) -> int:
         "events": queries.events,
         "diff": queries.diff,
         "packages": queries.packages,
+        "alerts": alerts_cli.alerts,
     }
     result: int = handlers[args.command](config, args)
     return result
