@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-real-agent", action="store_true", help="do not start qemu-ga")
 
+    from agent.cli import add_agent_commands
+
+    add_agent_commands(sub)
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_sub.add_parser("upgrade", help="create or migrate the schema to the newest revision")
@@ -180,6 +184,10 @@ def dispatch(args: argparse.Namespace, config: Config) -> int:
         )
     if args.command == "db" and args.db_command == "prune":
         return queries.prune(config, args)
+    if args.command in ("agent", "simulate"):
+        from agent.cli import run_agent_command
+
+        return run_agent_command(args)
     if args.command == "db":
         from storage.db import upgrade
 

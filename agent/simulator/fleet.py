@@ -17,9 +17,12 @@ from types import TracebackType
 from typing import Final
 
 from agent.simulator.guest import DriftRates, Guest
+from agent.simulator.ovirt_server import SimulatedOvirt
 from agent.simulator.qga_server import SimulatedQga
 
 SOCKET_SUFFIX: Final = ".qga"
+OVIRT_SOCKET_SUFFIX: Final = ".ovirt"
+Agent = SimulatedQga | SimulatedOvirt
 SUN_PATH_MAX: Final = 107  # bytes of a unix socket path, without the terminating NUL
 FD_MARGIN: Final = 256  # descriptors kept for the rest of the process
 
@@ -44,8 +47,18 @@ class Fleet:
         *,
         seed: int = 0,
         drift_rate: float = 0.0,
+        qga_ratio: float = 1.0,
+        first: int = 1,
+        width: int | None = None,
     ) -> None:
-        """Generate the guests; nothing listens before ``start``."""
+        """Generate the guests; nothing listens before ``start``.
+
+        ``qga_ratio`` is the share of qemu-ga agents (the rest speak ovirt-guest-agent,
+        socket ``<name>.ovirt``), drawn per agent from the seed. ``first`` and ``width``
+        let several processes serve slices of one fleet (``sim-{first}``...).
+        """
+        if not 0.0 <= qga_ratio <= 1.0:
+            raise ValueError(f"qga_ratio must be within 0..1, not {qga_ratio}")
         if count < 0:
             raise ValueError(f"count must be >= 0, not {count}")
         if drift_rate < 0:
@@ -53,17 +66,20 @@ class Fleet:
         self.directory = Path(directory)
         self.seed = seed
         self.drift_rate = drift_rate
-        width = max(4, len(str(count)))
-        self.agents: list[SimulatedQga] = []
+        width = width or max(4, len(str(first + count - 1)))
+        self.agents: list[Agent] = []
         self._drift_rngs: list[random.Random] = []
-        self._by_name: dict[str, SimulatedQga] = {}
-        for index in range(1, count + 1):
+        self._by_name: dict[str, Agent] = {}
+        for index in range(first, first + count):
             name = f"sim-{index:0{width}d}"
-            path = self.directory / f"{name}{SOCKET_SUFFIX}"
+            gseed = guest_seed(seed, index)
+            qga = random.Random(f"protocol-{gseed}").random() < qga_ratio  # noqa: S311
+            suffix = SOCKET_SUFFIX if qga else OVIRT_SOCKET_SUFFIX
+            path = self.directory / f"{name}{suffix}"
             if len(str(path).encode()) > SUN_PATH_MAX:
                 raise ValueError(f"socket path too long for AF_UNIX ({SUN_PATH_MAX} bytes): {path}")
-            gseed = guest_seed(seed, index)
-            agent = SimulatedQga(path, Guest.generate(gseed))
+            guest = Guest.generate(gseed)
+            agent: Agent = SimulatedQga(path, guest) if qga else SimulatedOvirt(path, guest)
             self.agents.append(agent)
             self._by_name[name] = agent
             self._drift_rngs.append(random.Random(f"drift-{gseed}"))  # noqa: S311  (simulation)
@@ -75,11 +91,11 @@ class Fleet:
         """The number of agents."""
         return len(self.agents)
 
-    def __iter__(self) -> Iterator[SimulatedQga]:
+    def __iter__(self) -> Iterator[Agent]:
         """The agents, in name order."""
         return iter(self.agents)
 
-    def __getitem__(self, name: str) -> SimulatedQga:
+    def __getitem__(self, name: str) -> Agent:
         """The agent called ``name`` (``sim-0001``...)."""
         return self._by_name[name]
 
@@ -137,6 +153,8 @@ class Fleet:
         rates = DriftRates().scaled(self.drift_rate)
         for agent, rng in zip(self.agents, self._drift_rngs, strict=True):
             agent.guest.drift(rng, rates, now=now)
+            if isinstance(agent, SimulatedOvirt):
+                agent.invalidate()
 
 
 def ensure_fd_limit(agents: int) -> None:

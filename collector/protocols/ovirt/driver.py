@@ -107,6 +107,7 @@ class OvirtDriver:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._last_error = "not connected yet"
+        self._attempted = False
 
     # -- the runner's side ---------------------------------------------------------------
 
@@ -130,6 +131,8 @@ class OvirtDriver:
         if self.uninstalled:
             raise DriverError("gone", "the agent reported it was uninstalled")
         if not self.connected:
+            if not self._attempted:
+                return {}  # the first connection is still being made: nothing to say yet
             raise DriverError("connect", self._last_error)
         return {kind: self.facts[kind] for kind in GROUP_KINDS[group] if kind in self.facts}
 
@@ -156,10 +159,12 @@ class OvirtDriver:
                     reader, writer = await self.connector()
             except (OSError, TimeoutError) as exc:
                 self._last_error = scrub_text(f"connect failed: {exc}", 256)
+                self._attempted = True
                 failures += 1
             else:
                 self._writer = writer
                 self.connected = True
+                self._attempted = True
                 self._last_error = "connection closed"
                 # The agent re-sends everything on refresh; the version is negotiated again.
                 self.api_version = 0

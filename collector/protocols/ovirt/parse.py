@@ -162,7 +162,8 @@ def _address(text: object, family: str) -> NetAddress | None:
 
 def parse_interfaces(args: dict[str, Any]) -> list[NetInterface]:
     """`network-interfaces`: name, `hw` (MAC), `inet`/`inet6` address lists (no prefixes:
-    prefix 0 unless the agent sends "address/prefix")."""
+    prefix 0 unless the agent sends "address/prefix"), and the reference agent's
+    `statistics` counters when present."""
     out: list[NetInterface] = []
     for item in _list(args.get("interfaces"), MAX_INTERFACES, "interfaces"):
         if not isinstance(item, dict):
@@ -178,11 +179,17 @@ def parse_interfaces(args: dict[str, Any]) -> list[NetInterface]:
                     address = _address(value, family)
                     if address is not None:
                         addresses.append(address)
+        stats = item.get("statistics")  # the reference agent's extension
+        stats = stats if isinstance(stats, dict) else {}
         out.append(
             NetInterface(
                 name=name,
                 mac=scrub_text(item.get("hw"), 64).lower(),
                 addresses=tuple(sorted(set(addresses))),
+                rx_bytes=as_int(stats.get("rx-bytes")),
+                tx_bytes=as_int(stats.get("tx-bytes")),
+                rx_packets=as_int(stats.get("rx-packets")),
+                tx_packets=as_int(stats.get("tx-packets")),
             )
         )
     return out
@@ -191,8 +198,10 @@ def parse_interfaces(args: dict[str, Any]) -> list[NetInterface]:
 def split_package(raw: str) -> tuple[str, str]:
     """("name", "version-release") from "name-version-release", best effort.
 
-    The version is the part after the first hyphen followed by a digit that leaves at most
-    one more hyphen; a string without one (Windows program names) is all name.
+    "name-version" is ambiguous (names hold "-<digit>", Debian upstream versions hold
+    hyphens): the version is the part after the first hyphen followed by a digit that
+    leaves at most one more hyphen; a string without one (Windows program names) is all
+    name. `raw` is always kept.
     """
     match = _NVR.fullmatch(raw)
     if match is None:
