@@ -1,4 +1,5 @@
-"""`guestwatch demo`: a simulated fleet, this host's real qemu-ga, and the service.
+"""`guestwatch demo`: a simulated mixed fleet (qemu-ga and ovirt-guest-agent), this host's
+real qemu-ga, and the service.
 
 Nothing to configure: everything lives in one working directory (sockets, SQLite database,
 qemu-ga state). One simulated agent flaps and the fleet drifts, so the table shows state
@@ -29,6 +30,7 @@ QEMU_GA = "qemu-ga"
 REFRESH_SECONDS = 2.0
 DRIFT_EVERY_SECONDS = 30.0
 FLAP_EVERY_SECONDS = 25.0
+DEMO_QGA_RATIO = 0.5
 
 
 def demo_config(directory: Path, listen: str) -> Config:
@@ -47,7 +49,14 @@ def demo_config(directory: Path, listen: str) -> Config:
             },
             "discovery": {
                 "sockets": [
-                    {"glob": str((directory / "sockets" / "*.qga").resolve()), "mode": "persistent"}
+                    {
+                        "glob": str((directory / "sockets" / "*.qga").resolve()),
+                        "mode": "persistent",
+                    },
+                    {
+                        "glob": str((directory / "sockets" / "*.ovirt").resolve()),
+                        "protocol": "ovirt",
+                    },
                 ]
             },
         }
@@ -141,15 +150,17 @@ async def run_demo(
     config = demo_config(base, listen)
     stop = asyncio.Event()
     install_stop_signals(stop)
-    fleet = Fleet(base / "sockets", vms, seed=1, drift_rate=0.05)
+    # A mixed fleet: about half qemu-ga, half ovirt-guest-agent (DEMO_QGA_RATIO).
+    fleet = Fleet(base / "sockets", vms, seed=1, drift_rate=0.05, qga_ratio=DEMO_QGA_RATIO)
     await fleet.start()
     try:
         async with (
             real_qemu_ga(base) if real_agent else _nothing() as real,
             running(config) as service,
         ):
+            ovirt = sum(1 for a in fleet.agents if a.path.suffix == ".ovirt")
             print(
-                f"guestwatch demo: {vms} simulated VMs"
+                f"guestwatch demo: {vms} simulated VMs ({vms - ovirt} qemu-ga, {ovirt} ovirt)"
                 + (" + this host's qemu-ga" if real else "")
                 + f"; metrics at {service.url}/metrics, API at {service.url}/api/v1/domains;"
                 f" database {base / 'guestwatch.db'}. Ctrl-C stops.",

@@ -158,7 +158,7 @@ class OvirtDriver:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     reader, writer = await self.connector()
             except (OSError, TimeoutError) as exc:
-                self._last_error = scrub_text(f"connect failed: {exc}", 256)
+                self._last_error = scrub_text(str(exc) or type(exc).__name__, 256)
                 self._attempted = True
                 failures += 1
             else:
