@@ -33,7 +33,9 @@ def cli(filled: Filled, tmp_path: Path, capsys: pytest.CaptureFixture[str]):  # 
 def test_diff_json_table_and_csv(cli, filled: Filled) -> None:  # type: ignore[no-untyped-def]
     between = filled.between.isoformat()
     items = json.loads(cli("diff", filled.debian, between, "now", "--output", "json"))
-    got = {(i["change"], (i["new"] or i["old"])["name"], (i["new"] or i["old"])["arch"]) for i in items}
+    got = {
+        (i["change"], (i["new"] or i["old"])["name"], (i["new"] or i["old"])["arch"]) for i in items
+    }
     assert got == expected_changes(filled.before[filled.debian], filled.after[filled.debian])
 
     table = cli("diff", filled.debian, between, "now")
@@ -53,7 +55,16 @@ def test_packages_older_than_and_at(cli, filled: Filled) -> None:  # type: ignor
     older = json.loads(cli("packages", package, "--older-than", new, "-o", "json"))
     assert filled.debian not in {h["domain"] for h in older}
     then = json.loads(
-        cli("packages", package, "--older-than", new, "--at", filled.between.isoformat(), "-o", "json")
+        cli(
+            "packages",
+            package,
+            "--older-than",
+            new,
+            "--at",
+            filled.between.isoformat(),
+            "-o",
+            "json",
+        )
     )
     assert {h["domain"]: h["version"] for h in then}[filled.debian] == old
     table = cli("packages", package)
