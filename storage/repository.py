@@ -212,6 +212,14 @@ class _Batch:
         )
 
 
+def _answered_on_host(record: Record) -> bool:
+    if isinstance(record, LivenessChanged):
+        return record.new == "up"
+    if isinstance(record, KindStatus):
+        return record.status == "ok"
+    return True
+
+
 class Store:
     """The history store over one database (SQLite file or PostgreSQL)."""
 
@@ -287,9 +295,10 @@ class Store:
         for record in records:
             key = _clean(record.vm.key, KEY_LEN)
             first_at.setdefault(key, record.at)
-            # A host that lost the VM (gone) does not claim it: after a migration the
-            # source's last word must not move the VM back.
-            if not (isinstance(record, LivenessChanged) and record.new == "gone"):
+            # Only proof that the agent answered on a host claims the VM for that host:
+            # after a migration, the source's last words (failed polls, late, gone) must
+            # not move it back.
+            if _answered_on_host(record):
                 refs[key] = record.vm
                 claim_at[key] = record.at
             else:
@@ -306,7 +315,12 @@ class Store:
                     _VMS.c.uuid,
                     _VMS.c.hypervisor,
                     _VMS.c.protocol,
-                ).where(_VMS.c.key.in_(chunk))
+                )
+                .where(_VMS.c.key.in_(chunk))
+                .order_by(_VMS.c.key)
+                # Lock the batch's VM rows (in key order: no deadlocks) so that two hosts
+                # writing the same migrating VM see each other's claim, not a stale one.
+                .with_for_update()
             ):
                 known[row.key] = row
 
