@@ -123,6 +123,8 @@ class InventoryItem(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    #: The hypervisor this row was observed on (many hosts write one database).
+    hypervisor: Mapped[str] = mapped_column(String(NAME_LEN), server_default="")
     kind: Mapped[str] = mapped_column(String(KIND_LEN))
     #: `Fact.label()`: package name, mountpoint, user name; indexed for fleet-wide search.
     name: Mapped[str] = mapped_column(String(NAME_LEN))
@@ -166,6 +168,8 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    #: The hypervisor this row was observed on (many hosts write one database).
+    hypervisor: Mapped[str] = mapped_column(String(NAME_LEN), server_default="")
     at: Mapped[datetime] = mapped_column(UtcDateTime())
     type: Mapped[str] = mapped_column(String(TYPE_LEN))
     #: The fact kind; NULL for liveness events.
@@ -188,6 +192,8 @@ class SampleRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     vm_id: Mapped[int] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    #: The hypervisor this row was observed on (many hosts write one database).
+    hypervisor: Mapped[str] = mapped_column(String(NAME_LEN), server_default="")
     at: Mapped[datetime] = mapped_column(UtcDateTime())
     metric: Mapped[str] = mapped_column(String(METRIC_LEN))
     label: Mapped[str] = mapped_column(String(NAME_LEN))

@@ -197,11 +197,14 @@ class _Batch:
     liveness: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: The hypervisor each VM of the batch is on now (after this batch's claims).
     hypervisors: dict[int, str] = field(default_factory=dict)
+    #: The hypervisor the record being applied was observed on: stamped on every row.
+    host: str = ""
 
     def event(self, vm_id: int, at: datetime, kind: str | None, change: Change) -> None:
         self.events.append(
             {
                 "vm_id": vm_id,
+                "hypervisor": self.host,
                 "at": at,
                 "type": str(change.type),
                 "kind": kind,
@@ -359,6 +362,7 @@ class Store:
                 batch.hypervisors[row.id] = row.hypervisor
                 continue
             if row.hypervisor != _clean(ref.hypervisor, NAME_LEN):
+                batch.host = _clean(ref.hypervisor, NAME_LEN)
                 batch.event(
                     row.id,
                     _ts(claim_at[key]),
@@ -432,12 +436,14 @@ class Store:
     def _apply(self, batch: _Batch, record: Record) -> None:
         vm_id = batch.vm_ids[_clean(record.vm.key, KEY_LEN)]
         at = _ts(record.at)
+        batch.host = _clean(record.vm.hypervisor, NAME_LEN)
         if isinstance(record, InventoryObserved):
             self._apply_inventory(batch, vm_id, at, record)
         elif isinstance(record, SamplesObserved):
             batch.samples.extend(
                 {
                     "vm_id": vm_id,
+                    "hypervisor": batch.host,
                     "at": at,
                     "metric": _clean(sample.metric, METRIC_LEN),
                     "label": _clean(sample.label, NAME_LEN),
@@ -495,6 +501,7 @@ class Store:
         def open_row(identity: str, name: str, value: str) -> _Item:
             row = {
                 "vm_id": vm_id,
+                "hypervisor": batch.host,
                 "kind": kind,
                 "name": name,
                 "identity": identity,
