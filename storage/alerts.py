@@ -45,6 +45,8 @@ PENDING, FIRING, RESOLVED, CANCELLED = "pending", "firing", "resolved", "cancell
 #: A resolved alert is still delivered to a receiver that missed it for this long; beyond, a
 #: receiver added later is not flooded with old history.
 RESOLVED_DELIVERY_WINDOW: Final = timedelta(days=1)
+#: Ended alerts (resolved, cancelled) are deleted this long after they ended.
+RETENTION: Final = timedelta(days=30)
 _CHUNK: Final = 500
 
 
@@ -279,6 +281,22 @@ def promote(engine: Engine, source: str, now: datetime) -> int:
                 .where(_ALERTS.c.state == PENDING)  # the writer may have closed it meanwhile
                 .values(state=FIRING, updated_at=now)
             )
+            return result.rowcount
+
+
+def prune(engine: Engine, source: str, before: datetime) -> int:
+    """Delete this source's alerts that ended before `before` (with their delivery rows)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{db.WRITE_TRANSACTION: True})
+        with conn.begin():
+            ended = (
+                select(_ALERTS.c.id)
+                .where(_ALERTS.c.source == source)
+                .where(_ALERTS.c.state.in_((RESOLVED, CANCELLED)))
+                .where(_ALERTS.c.updated_at < before)
+            )
+            conn.execute(delete(_DELIVERIES).where(_DELIVERIES.c.alert_id.in_(ended)))
+            result = conn.execute(delete(_ALERTS).where(_ALERTS.c.id.in_(ended)))
             return result.rowcount
 
 

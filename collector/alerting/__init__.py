@@ -46,8 +46,7 @@ class Alerting:
         )
 
     async def start(self) -> None:
-        if self.delivery.receivers:
-            await self.delivery.start()
+        await self.delivery.start()
 
     async def stop(self) -> None:
         await self.delivery.stop()

@@ -30,10 +30,16 @@ for _noisy in ("httpx", "httpcore"):
 
 #: Seconds between ticks: how soon a new or retried alert is picked up.
 TICK_SECONDS = 1.0
+#: Seconds between deletions of long-ended alerts (storage.alerts.RETENTION).
+PRUNE_SECONDS = 3600.0
 
 
 class Delivery:
-    """Delivers the outbox of one guestwatch instance (`source`) to its receivers."""
+    """Delivers the outbox of one guestwatch instance (`source`) to its receivers.
+
+    Runs without receivers too: it still moves alerts past their hold-down to `firing` (for
+    `guestwatch alerts`) and prunes old ones.
+    """
 
     def __init__(
         self,
@@ -55,6 +61,7 @@ class Delivery:
         self.failed: dict[str, int] = {r.name: 0 for r in self.receivers}
         self.pending = 0
         self._task: asyncio.Task[None] | None = None
+        self._pruned_at = float("-inf")
         self._client: httpx.AsyncClient | None = None
 
     def _now(self) -> datetime:
@@ -91,6 +98,11 @@ class Delivery:
         """One tick: promote, deliver to every receiver, refresh the pending gauge."""
         engine = self.store.engine
         await asyncio.to_thread(alerts.promote, engine, self.source, self._now())
+        if self.clock() - self._pruned_at >= PRUNE_SECONDS:
+            self._pruned_at = self.clock()
+            await asyncio.to_thread(
+                alerts.prune, engine, self.source, self._now() - alerts.RETENTION
+            )
         await asyncio.gather(*(self._deliver(receiver) for receiver in self.receivers))
         names = [receiver.name for receiver in self.receivers]
         self.pending = await asyncio.to_thread(

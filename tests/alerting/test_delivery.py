@@ -16,6 +16,7 @@ from collector.alerting import Alerting, Delivery, Webhook, receivers_of
 from collector.alerting import delivery as delivery_module
 from collector.alerting.receivers import verify_signature
 from collector.config import Config, from_dict
+from storage import alerts
 from storage.records import LivenessChanged
 from storage.repository import Store
 from tests.alerting.receiver import Script, serve
@@ -246,13 +247,26 @@ async def test_secret_and_url_token_never_logged(
         assert "tok3n" not in text
 
 
-async def test_no_receivers_records_alerts_but_starts_no_task(store: Store) -> None:
-    alerting, delivery = make(store, config(), Clock())
-    await alerting.start()
-    assert delivery._task is None
+async def test_without_receivers_alerts_still_fire_and_old_ones_are_pruned(store: Store) -> None:
+    clock = Clock()
+    _, delivery = make(store, config(), clock)
+    assert delivery.receivers == []
     down(store, 0)
     assert [a.state for a in store.alerts()] == ["pending"]
-    await alerting.stop()
+    clock.now = T0 + 1
+    await delivery.run_once()
+    assert [a.state for a in store.alerts()] == ["firing"]
+    up(store, 10)
+    clock.now = T0 + 10 + alerts.RETENTION.total_seconds() - 1
+    delivery._pruned_at = float("-inf")
+    await delivery.run_once()
+    assert [a.state for a in store.alerts()] == ["resolved"]
+    clock.now += 2
+    await delivery.run_once()  # pruned at most hourly
+    assert len(store.alerts()) == 1
+    clock.now += delivery_module.PRUNE_SECONDS
+    await delivery.run_once()
+    assert store.alerts() == []
 
 
 def test_backoff_doubles_and_is_capped() -> None:

@@ -224,3 +224,16 @@ def test_hostile_domain_text_is_bounded(store: Store) -> None:
     [alert] = store.alerts()
     assert len(alert.labels["domain"]) == 255
     assert "\x00" not in alert.labels["domain"]
+
+
+def test_prune_deletes_only_long_ended_alerts_of_this_source(store: Store) -> None:
+    store.set_alerting(policy(0))
+    store.write([change(WEB, 0, "late", "down"), change(DB, 0, "late", "down")])
+    alerts.promote(store.engine, SRC, at(0))
+    [note, _] = alerts.due(store.engine, SRC, "am", at(0))
+    alerts.record(store.engine, "am", [(note, None)], at(0), retry_initial=1, retry_max=1)
+    store.write([change(WEB, 10, "down", "up")])
+    assert alerts.prune(store.engine, "other-host", at(100)) == 0
+    assert alerts.prune(store.engine, SRC, at(10)) == 0  # ended at 10, not before
+    assert alerts.prune(store.engine, SRC, at(11)) == 1
+    assert states(store) == [("db-1", "GuestAgentDown", "firing")]  # still open: kept
