@@ -13,7 +13,7 @@ from collector.facts import FactKind, Package
 from storage.models import Event, InventoryItem, SampleRollup, SampleRow
 from storage.records import Sample, SamplesObserved
 from storage.repository import Store
-from storage.retention import prune, series
+from storage.retention import prune, schedule, series
 from tests.storage.conftest import observed, vm
 
 NOW = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
@@ -159,3 +159,23 @@ def test_series_reads_raw_and_rolled_up_alike(store: Store) -> None:
     ]
     assert [p.count for p in after] == [60, 60]
     assert abs(after[0].avg - statistics.fmean(values[:60])) < 1e-9
+
+
+async def test_the_service_scheduler_gets_a_daily_job(store: Store) -> None:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.start(paused=True)
+    try:
+        schedule(scheduler, store.engine, RetentionConfig())
+        job = scheduler.get_job("retention")
+        assert job is not None
+        assert job.trigger.interval == timedelta(days=1)
+        # The job itself prunes (in a thread) and never raises into the scheduler.
+        start = (NOW - timedelta(days=10)).replace(minute=0, second=0, microsecond=0)
+        write_minutes(store, start, 5, lambda m: m)
+        await job.func()
+        assert count(store, SampleRow) == 0
+        assert count(store, SampleRollup) == 2
+    finally:
+        scheduler.shutdown(wait=False)
