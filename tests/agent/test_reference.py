@@ -137,21 +137,37 @@ async def test_facts_equal_what_psutil_reports(setup: Setup) -> None:
     assert os_info.to_dict()["kernel_release"] == collect.os_version()["version"]
 
 
-async def test_packages_are_the_full_dpkg_list(setup: Setup) -> None:
-    dpkg_query = str(Path(require("dpkg")).with_name("dpkg-query"))  # same package
+def dpkg_installed(dpkg_query: str) -> set[tuple[str, str]]:
     listing = subprocess.run(
         [dpkg_query, "-W", "-f", "${Package}\\t${Version}\\t${db:Status-Abbrev}\\n"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    installed = {
+    return {
         (name, version)
         for name, version, status in (line.split("\t") for line in listing.splitlines())
         if status.strip() in ("ii", "hi")
     }
-    got = await collected(setup)
-    packages = [p for p in got[FactKind.PACKAGES] if isinstance(p, Package)]
+
+
+async def test_packages_are_the_full_dpkg_list(setup: Setup) -> None:
+    dpkg_query = str(Path(require("dpkg")).with_name("dpkg-query"))  # same package
+    await collected(setup)
+    driver = setup.driver
+    # Other work may install packages meanwhile: compare a report sent between two equal
+    # snapshots of dpkg's database.
+    for _ in range(30):
+        installed = dpkg_installed(dpkg_query)
+        lines = driver.lines
+        driver.send("refresh", apiVersion=3)  # the agent re-sends everything (12 lines)
+        await wait_for(lambda lines=lines: driver.lines >= lines + 12)
+        if dpkg_installed(dpkg_query) == installed:
+            break
+        await asyncio.sleep(2)
+    else:
+        pytest.fail("dpkg's database kept changing during the test")
+    packages = [p for p in driver.facts[FactKind.PACKAGES].items if isinstance(p, Package)]
     # Every installed package arrives, raw "name-version" kept exactly.
     assert {p.raw for p in packages} == {f"{n}-{v}" for n, v in installed}
     assert all(p.manager == "ovirt" for p in packages)
