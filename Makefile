@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := qemu-guest-agent prometheus prometheus-alertmanager postgresql rpm docker-compose systemd spice-vdagent xvfb
+DEB_PACKAGES := qemu-guest-agent prometheus prometheus-alertmanager postgresql rpm docker-compose systemd spice-vdagent xvfb xclip
 
 .PHONY: demo test lint format deps venv bench clean
 

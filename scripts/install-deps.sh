@@ -11,6 +11,7 @@ declare -A probe=(
   [rpm]=/usr/bin/rpm
   [spice-vdagent]=/usr/sbin/spice-vdagentd
   [xvfb]=/usr/bin/Xvfb
+  [xclip]=/usr/bin/xclip
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
 )
 

@@ -19,6 +19,7 @@ KNOWN_PATHS = {
     "spice-vdagentd": "/usr/sbin/spice-vdagentd",
     "spice-vdagent": "/usr/bin/spice-vdagent",
     "Xvfb": "/usr/bin/Xvfb",
+    "xclip": "/usr/bin/xclip",
     "prometheus": "/usr/bin/prometheus",
     "prometheus-alertmanager": "/usr/bin/prometheus-alertmanager",
 }
@@ -30,6 +31,7 @@ PACKAGES = {
     "spice-vdagentd": "spice-vdagent",
     "spice-vdagent": "spice-vdagent",
     "Xvfb": "xvfb",
+    "xclip": "xclip",
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
 }

@@ -136,6 +136,7 @@ class SpiceGuest:
         self.xvfb: subprocess.Popen[bytes] | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
+        self.clipboard: subprocess.Popen[bytes] | None = None
         self.display = ""
 
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -197,6 +198,22 @@ class SpiceGuest:
             [self.agent_binary, "-x", "-s", str(self.port), "-S", str(self.socket)], env=env
         )
 
+    def copy(self, text: bytes) -> None:
+        """A user copies text in the session: xclip takes the CLIPBOARD selection."""
+        _stop(self.clipboard)
+        env = dict(os.environ, DISPLAY=self.display)
+        with self.log.open("ab") as log:
+            self.clipboard = subprocess.Popen(
+                [require("xclip"), "-quiet", "-selection", "clipboard", "-i"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        assert self.clipboard.stdin is not None
+        self.clipboard.stdin.write(text)
+        self.clipboard.stdin.close()
+
     def end_session(self) -> int | None:
         """SIGTERM the session agent; its exit code (-11 when it segfaults on teardown)."""
         code = _stop(self.agent)
@@ -204,7 +221,7 @@ class SpiceGuest:
         return code
 
     def stop(self) -> None:
-        for proc in (self.agent, self.daemon, self.xvfb):
+        for proc in (self.clipboard, self.agent, self.daemon, self.xvfb):
             with contextlib.suppress(Exception):
                 _stop(proc)
-        self.agent = self.daemon = self.xvfb = None
+        self.clipboard = self.agent = self.daemon = self.xvfb = None

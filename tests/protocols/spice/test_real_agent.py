@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.support.service import free_port, wait_until
 from .conftest import GuestPort, SpiceGuest, Vectors
 
 pytestmark = pytest.mark.real
+SECRET = b"guestwatch-must-never-see-this"
 
 
 @pytest.fixture
@@ -84,8 +86,13 @@ async def metrics(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 async def test_real_session_present_gone_and_present_again(
-    short_tmp: Path, guest_port: GuestPort, guest: SpiceGuest, vectors: Vectors
+    short_tmp: Path,
+    guest_port: GuestPort,
+    guest: SpiceGuest,
+    vectors: Vectors,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     faults: list[str] = []
 
     def factory(target: Target, cfg: Config, on_fault: FaultHook) -> Driver:
@@ -120,6 +127,15 @@ async def test_real_session_present_gone_and_present_again(
             ({"domain": "desk", "flavour": "linux"}, 1.0)
         ]
 
+        # A user copies text: the agent forwards the grab (host caps: clipboard by demand);
+        # it is counted, and the text itself never reaches guestwatch.
+        guest.copy(SECRET)
+        await wait_until(
+            lambda: (s := session_of(svc)) is not None and s.activity_count >= 1, 30, "activity"
+        )
+        found = await metrics(svc.url)
+        assert found["guestwatch_spice_activity_total"][0][1] >= 1
+
         code = await asyncio.to_thread(guest.end_session)
         assert code in (0, -15, -11), f"session agent exited with {code}"  # -11: its teardown
         await wait_until(lambda: polled_absent(svc), 30, "session gone")
@@ -136,6 +152,8 @@ async def test_real_session_present_gone_and_present_again(
         assert second.capabilities == first.capabilities
         assert vm.liveness.state is State.UP
     assert faults == []
+    assert SECRET.decode() not in caplog.text
+    assert SECRET not in (short_tmp / "gw.db").read_bytes()
 
     store = Store(cfg.storage.url)
     try:
