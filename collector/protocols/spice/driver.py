@@ -4,9 +4,9 @@ A reader task holds the `com.redhat.spice.0` channel while the driver lives. The
 event-driven, not polled: the agent's ANNOUNCE_CAPABILITIES (sent when its port opens)
 starts one, EOF ends it, a new announcement with request=1 starts the next; `poll()` only
 reports the current picture. Liveness: the SPICE agent has no heartbeat, so `heartbeat()`
-succeeds while the driver is watching the channel, whatever the session does. A spice
-target therefore never goes `late` or `down` because a session closed; a vanished channel
-socket makes it `gone` through discovery, as for any target.
+only makes sure the reader watches the channel, and succeeds whatever the session does. A
+spice target therefore never goes `late` or `down` because a session closed; a vanished
+channel socket makes it `gone` through discovery, as for any target.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
-from collector.driver import DriverError, FaultHook
+from collector.driver import FaultHook
 from collector.facts import (
     GROUP_KINDS,
     FactKind,
@@ -93,20 +93,15 @@ class SpiceDriver:
         self.faults: dict[str, int] = {}
         self.connected = False
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
     # -- the runner's interface ---------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        """No agent heartbeat exists: succeed while the channel is watched (see module doc)."""
-        if self._closed:
-            raise DriverError("closed", "driver closed")
+        """No agent heartbeat exists: (re)start the reader and succeed (see module doc)."""
         self._start()
 
     async def poll(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
         """The session in the users group; every other kind is something SPICE cannot tell."""
-        if self._closed:
-            raise DriverError("closed", "driver closed")
         self._start()
         outcomes: dict[FactKind, Outcome] = {
             kind: Unavailable(NOT_REPORTED) for kind in GROUP_KINDS[group]
@@ -116,8 +111,11 @@ class SpiceDriver:
         return outcomes
 
     async def close(self) -> None:
-        """Stop the reader and release the channel; idempotent."""
-        self._closed = True
+        """Stop the reader and release the channel; idempotent.
+
+        As with the qga driver, a later heartbeat or poll opens the channel again: the service
+        closes a target's driver when its socket vanishes and reuses it if the socket returns.
+        """
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -134,8 +132,6 @@ class SpiceDriver:
 
     def _start(self) -> None:
         """Start the reader, or restart it if a bug killed it (logged, counted as `error`)."""
-        if self._closed:
-            return
         if self._task is not None and self._task.done():
             if not self._task.cancelled() and (exc := self._task.exception()) is not None:
                 log.error("spice %s: reader failed, restarting", self.socket, exc_info=exc)
@@ -153,7 +149,7 @@ class SpiceDriver:
 
     async def _run(self) -> None:
         failures = 0
-        while not self._closed:
+        while True:  # until close() cancels it
             try:
                 reader, writer = await self.connector()
             except OSError as exc:

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from collector.config import Config, from_dict
 from tests.support.real import require
+from tests.support.service import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -62,6 +64,25 @@ def short_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def service_config(base: Path, port: Path) -> Config:
+    """The service on short cadences with one static spice target `desk` on `port`."""
+    return from_dict(
+        {
+            "service": {"hypervisor": "testhv"},
+            "storage": {"url": f"sqlite:///{base / 'gw.db'}"},
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
+            "polling": {
+                "heartbeat_interval": "300ms",
+                "users_interval": "200ms",
+                "discovery_interval": "300ms",
+                "jitter": 0.0,
+            },
+            "liveness": {"late_after": 1, "down_after": 2},
+            "targets": [{"name": "desk", "protocol": "spice", "socket": str(port)}],
+        }
+    )
 
 
 class GuestPort:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.config import Config, from_dict
+from collector.config import Config
 from collector.daemon import running
 from collector.driver import Driver, FaultHook
 from collector.facts import FactKind, SpiceSession
@@ -23,9 +23,9 @@ from collector.targets import Target
 from storage.diff import EventType
 from storage.repository import Store
 from tests.support.real import require
-from tests.support.service import free_port, wait_until
+from tests.support.service import wait_until
 
-from .conftest import GuestPort, SpiceGuest, Vectors
+from .conftest import GuestPort, SpiceGuest, Vectors, service_config
 
 pytestmark = pytest.mark.real
 SECRET = b"guestwatch-must-never-see-this"
@@ -39,24 +39,6 @@ def guest(short_tmp: Path, guest_port: GuestPort) -> Iterator[SpiceGuest]:
         yield spice
     finally:
         spice.stop()
-
-
-def config(base: Path, port: Path) -> Config:
-    return from_dict(
-        {
-            "service": {"hypervisor": "testhv"},
-            "storage": {"url": f"sqlite:///{base / 'gw.db'}"},
-            "http": {"listen": f"127.0.0.1:{free_port()}"},
-            "polling": {
-                "heartbeat_interval": "300ms",
-                "users_interval": "200ms",
-                "discovery_interval": "300ms",
-                "jitter": 0.0,
-            },
-            "liveness": {"late_after": 1, "down_after": 2},
-            "targets": [{"name": "desk", "protocol": "spice", "socket": str(port)}],
-        }
-    )
 
 
 def session_of(svc: object) -> SpiceSession | None:
@@ -106,7 +88,7 @@ async def test_real_session_present_gone_and_present_again(
         # The listening port stands in for QEMU's chardev: spice-vdagentd connects to it.
         return SpiceDriver(target.socket, connector=guest_port.connect, on_fault=fault)
 
-    cfg = config(short_tmp, guest_port.path)
+    cfg = service_config(short_tmp, guest_port.path)
     guest.start_session()
     async with running(cfg, driver_factory=factory) as svc:
         await wait_until(lambda: session_of(svc) is not None, 30, "session present")
