@@ -91,7 +91,6 @@ class SpiceDriver:
         self.activity_total = 0
         #: Faults absorbed by reconnecting, by reason (also reported through on_fault).
         self.faults: dict[str, int] = {}
-        self.connected = False
         self._task: asyncio.Task[None] | None = None
 
     # -- the runner's interface ---------------------------------------------------------
@@ -148,7 +147,8 @@ class SpiceDriver:
             self.on_fault(reason)
 
     async def _run(self) -> None:
-        failures = 0
+        failures = 0  # consecutive failures to open the channel
+        faulty = 0  # consecutive connections that ended in a fault
         while True:  # until close() cancels it
             try:
                 reader, writer = await self.connector()
@@ -162,22 +162,33 @@ class SpiceDriver:
                 )
                 continue
             failures = 0
-            self.connected = True
-            clean = False
+            fault: str | None = None
             try:
-                clean = await self._serve(reader, writer)
+                fault = await self._serve(reader, writer)
             finally:
-                self.connected = False
                 self._end_session("channel closed")
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
-            if not clean:
-                # A guest that keeps sending garbage costs a reconnect every few seconds.
-                await asyncio.sleep(RECONNECT_BACKOFF)
+            if fault is None:
+                faulty = 0
+                continue
+            # A guest that keeps sending garbage costs a reconnect every few seconds at most,
+            # and one warning, not one per reconnect.
+            faulty += 1
+            self._fault(fault)
+            log.log(
+                logging.WARNING if faulty == 1 else logging.DEBUG,
+                "spice %s: %s; reconnecting",
+                self.socket,
+                fault,
+            )
+            await asyncio.sleep(min(RECONNECT_MAX_BACKOFF, RECONNECT_BACKOFF * 2 ** (faulty - 1)))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Read one connection until EOF (True) or a fault (False)."""
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> str | None:
+        """Read one connection until EOF (None) or a fault (its reason)."""
         chunks = ChunkReader(self.max_message_bytes)
         try:
             # A session already open before we connected announced to nobody: QEMU drops a
@@ -186,18 +197,16 @@ class SpiceDriver:
             while True:
                 data = await reader.read(READ_BYTES)
                 if not data:
-                    return True
+                    return None
                 for message in chunks.feed(data):
                     await self._handle(message, writer)
         except Malformed as exc:
-            log.warning("spice %s: %s; reconnecting", self.socket, exc)
-            self._fault(exc.reason)
-        except TimeoutError:
-            log.warning("spice %s: the agent does not read; reconnecting", self.socket)
-            self._fault("timeout")
+            log.debug("spice %s: %s", self.socket, exc)
+            return exc.reason
+        except TimeoutError:  # the agent does not read what we write
+            return "timeout"
         except ConnectionError:
-            self._fault("disconnect")
-        return False
+            return "disconnect"
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
@@ -228,13 +237,13 @@ class SpiceDriver:
             self.session = SpiceSession(
                 present=True, since=self.clock(), capabilities=names, flavour=flavour
             )
-            log.info("spice %s: session started (%s agent)", self.socket, flavour)
+            log.debug("spice %s: session started (%s agent)", self.socket, flavour)
         elif self.session.capabilities != names:
             self.session = dataclasses.replace(self.session, capabilities=names, flavour=flavour)
 
     def _end_session(self, why: str) -> None:
         if self.session is not None:
-            log.info("spice %s: session ended (%s)", self.socket, why)
+            log.debug("spice %s: session ended (%s)", self.socket, why)
             self.session = None
 
 

@@ -297,3 +297,16 @@ async def test_a_reader_killed_by_a_bug_is_logged_counted_and_restarted(
     await wait_until(lambda: present(drv), 5, "session after restart")
     await guest.close()
     await drv.close()
+
+
+async def test_a_guest_that_keeps_sending_garbage_is_warned_about_once(
+    driver: SpiceDriver, guest_port: GuestPort, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="collector.protocols.spice")
+    for _ in range(3):
+        guest = await Guest.open(guest_port)
+        await guest.send(b"\xff" * 64)
+        assert await guest.eof()
+    await wait_until(lambda: driver.faults.get("malformed") == 3, 5, "three faults")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "malformed" in warnings[0].getMessage()
