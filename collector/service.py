@@ -119,6 +119,10 @@ class Service:
             *(runner.driver.close() for runner in self.runners.values()), return_exceptions=True
         )
         await self.writer.close()
+        if self.config.libvirt.uri:
+            from collector.libvirt.discovery import shutdown
+
+            await asyncio.to_thread(shutdown)
         self.started = False
 
     async def _scan_job(self) -> None:
@@ -133,6 +137,11 @@ class Service:
             for name, target in discover(self.config).items()
             if socket_exists(target.socket)
         }
+        if self.config.libvirt.uri:  # running libvirt domains; the optional binding loads here
+            from collector.libvirt.discovery import libvirt_targets
+
+            for name, target in libvirt_targets(self.config).items():
+                present.setdefault(name, target)
         for name, target in present.items():
             runner = self.runners.get(name)
             if runner is None or runner.vm.target != target:
@@ -148,7 +157,9 @@ class Service:
                 continue
             if runner.vm.liveness.state is not State.GONE or runner.agent_gone:
                 runner.agent_gone = False  # the channel itself is gone now: stop polling
-                self._deactivate(runner, now, "agent socket vanished")
+                libvirt = runner.vm.target.transport == "libvirt"
+                reason = "domain not running" if libvirt else "agent socket vanished"
+                self._deactivate(runner, now, reason)
             elif now - runner.vm.liveness.since > GONE_RETENTION_SECONDS:
                 del self.runners[name]
                 self.fleet.vms.pop(name, None)

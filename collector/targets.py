@@ -29,6 +29,7 @@ class Target:
     hypervisor: str
     uuid: str | None = None
     static: bool = False
+    transport: str = "socket"  # "socket" | "libvirt" (pass-through, libvirt owns the channel)
 
     @property
     def key(self) -> str:

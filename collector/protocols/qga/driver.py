@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
-from collector.driver import DriverError, FaultHook
+from collector.driver import Driver, DriverError, FaultHook
 from collector.facts import FactKind, OsInfo, Outcome, PollGroup
 
 from .._sanitize import scrub_text
@@ -108,8 +108,12 @@ class QgaDriver:
                 await self.session.close()
 
 
-def create_driver(target: Target, config: Config, on_fault: FaultHook) -> QgaDriver:
-    """The service's entry point for `protocol = "qga"` targets."""
+def create_driver(target: Target, config: Config, on_fault: FaultHook) -> Driver:
+    """The service's entry point for `protocol = "qga"` targets (socket or libvirt)."""
+    if target.transport == "libvirt":
+        from collector.libvirt.driver import create_driver as libvirt_driver
+
+        return libvirt_driver(target, config, on_fault)
     return QgaDriver(
         target.socket,
         mode=target.mode,

@@ -1,4 +1,4 @@
-"""Inventory over an open QgaSession: one method per poll group, outcomes per fact kind.
+"""Inventory over an AgentSession (socket or libvirt): one method per poll group, outcomes per kind.
 
 Every kind comes back as a FactSet, Unavailable (the agent cannot give it: command disabled
 or missing, OS unsupported) or PollError (this poll failed: timeout, garbage, agent error,
@@ -36,6 +36,7 @@ from collector.facts import (
 )
 
 from .._sanitize import as_int, scrub_text
+from .agent import AgentSession
 from .errors import AgentError, CommandDisabled, ParseError, QgaError
 from .parse import (
     DPKG_QUERY_FORMAT,
@@ -54,7 +55,6 @@ from .parse import (
     parse_users,
     parse_vcpus,
 )
-from .session import QgaSession
 
 __all__ = [
     "DEBIAN_FAMILY",
@@ -108,7 +108,7 @@ def package_family(os_info: OsInfo) -> str | None:
     return None
 
 
-async def ping(session: QgaSession) -> None:
+async def ping(session: AgentSession) -> None:
     """Heartbeat: guest-ping; raises a QgaError when the agent does not answer."""
     await session.execute("guest-ping")
 
@@ -130,7 +130,7 @@ class QgaInventory:
 
     def __init__(
         self,
-        session: QgaSession,
+        session: AgentSession,
         *,
         exec_timeout: float = 60.0,
         exec_poll_interval: float = 0.05,

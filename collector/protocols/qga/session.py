@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from .._sanitize import scrub_text
+from .agent import Request, read_guest_info
 from .errors import (
     AgentError,
     CommandDisabled,
@@ -49,7 +50,6 @@ __all__ = ["MAX_SYNC_FAILURES", "FaultHook", "QgaSession", "Request", "State"]
 
 _CHUNK: Final = 64 * 1024
 _MARKER: Final = b"\xff"
-_MAX_COMMANDS: Final = 4096
 _NAME_LIMIT: Final = 128
 _DESC_LIMIT: Final = 512
 _CLOSE_WAIT: Final = 1.0
@@ -59,8 +59,6 @@ _INVALID: Final = object()
 MAX_SYNC_FAILURES: Final = 2
 #: Called with a fault reason each time the session records one (see `errors`).
 FaultHook = Callable[[str], None]
-#: One request of a batch: command name and its arguments (or None).
-Request = tuple[str, Mapping[str, Any] | None]
 
 
 class State(enum.Enum):
@@ -287,18 +285,7 @@ class QgaSession:
             self.agent_version = ""
             self.enabled_commands = None
             return
-        if not isinstance(info, dict):
-            raise ProtocolError("guest-info did not return an object")
-        self.agent_version = scrub_text(info.get("version"), _NAME_LIMIT)
-        enabled: set[str] = set()
-        commands = info.get("supported_commands")
-        if isinstance(commands, list):
-            for entry in commands[:_MAX_COMMANDS]:
-                if isinstance(entry, dict) and entry.get("enabled") is True:
-                    name = entry.get("name")
-                    if isinstance(name, str) and 0 < len(name) <= _NAME_LIMIT:
-                        enabled.add(name)
-        self.enabled_commands = frozenset(enabled)
+        self.agent_version, self.enabled_commands = read_guest_info(info)
 
     def _channel_alive(self) -> bool:
         return self._writer is not None and not self._eof and not self._writer.is_closing()
