@@ -109,6 +109,17 @@ async def test_real_session_present_gone_and_present_again(
             ({"domain": "desk", "flavour": "linux"}, 1.0)
         ]
 
+        # The API shows the stored session (the writer may lag a poll behind).
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                reply = await client.get(f"{svc.url}/api/v1/domains/desk")
+                if reply.status_code == 200 and reply.json()["inventory"].get("spice"):
+                    break
+                await asyncio.sleep(0.1)
+        (stored,) = reply.json()["inventory"]["spice"]
+        assert stored["flavour"] == "linux" and stored["present"] is True
+        assert stored["capabilities"] == list(vectors.caps_names)
+
         # A user copies text: the agent forwards the grab (host caps: clipboard by demand);
         # it is counted, and the text itself never reaches guestwatch.
         guest.copy(SECRET)
