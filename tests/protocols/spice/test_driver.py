@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from collector.config import PollingConfig
-from collector.facts import GROUP_KINDS, FactKind, PollGroup, SpiceSession, Unavailable
+from collector.facts import GROUP_KINDS, FactKind, FactSet, PollGroup, SpiceSession, Unavailable
 from collector.liveness import Liveness, State
 from collector.protocols.spice import NOT_REPORTED, SpiceDriver
 from collector.protocols.spice.wire import (
@@ -212,8 +212,9 @@ async def test_poll_reports_the_session_and_nothing_spice_cannot_tell(
 ) -> None:
     users = await driver.poll(PollGroup.USERS, None)
     assert users[FactKind.USERS] == Unavailable(NOT_REPORTED)
-    assert users[FactKind.SPICE] == driver.facts()
-    assert users[FactKind.SPICE].items == ()
+    spice = users[FactKind.SPICE]
+    assert spice == driver.facts()
+    assert isinstance(spice, FactSet) and spice.items == ()
     for group in (PollGroup.SYSTEM, PollGroup.MEMORY, PollGroup.FILESYSTEMS, PollGroup.PACKAGES):
         outcomes = await driver.poll(group, None)
         assert set(outcomes) == set(GROUP_KINDS[group])
@@ -221,7 +222,9 @@ async def test_poll_reports_the_session_and_nothing_spice_cannot_tell(
     guest = await Guest.open(guest_port)
     await guest.send(vectors.bytes("ANNOUNCE_CAPABILITIES request=1"))
     await wait_until(lambda: present(driver), 5, "session")
-    (item,) = (await driver.poll(PollGroup.USERS, None))[FactKind.SPICE].items
+    spice = (await driver.poll(PollGroup.USERS, None))[FactKind.SPICE]
+    assert isinstance(spice, FactSet)
+    (item,) = spice.items
     assert isinstance(item, SpiceSession) and item.present and item.flavour == "linux"
     await guest.close()
 

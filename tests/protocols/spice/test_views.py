@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,10 +45,10 @@ def test_activity_does_not_churn_the_digest() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(f"sqlite:///{tmp_path / 'gw.db'}")
     s.upgrade()
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
