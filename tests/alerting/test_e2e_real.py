@@ -135,6 +135,14 @@ async def test_alerts_reach_a_real_alertmanager_by_both_routes(base: Path) -> No
                 (f"alertmanager {am.url}", "resolved")
             ]
 
+            async with httpx.AsyncClient() as client:
+                page = (
+                    await client.get(f"{svc.url}/api/v1/alerts", params={"domain": "victim"})
+                ).json()
+            [item] = page["items"]
+            assert (item["alertname"], item["state"]) == ("GuestAgentDown", "resolved")
+            assert item["deliveries"][0]["delivered"] == "resolved"
+
             # 3. A VM that goes away (socket removed) never alerts.
             agents["removed"].socket.unlink()
             agents["removed"].stop()
