@@ -40,7 +40,7 @@ class Running:
 
     @property
     def url(self) -> str:
-        return f"http://{self.service.config.http.listen}"
+        return f"{self.http.scheme}://{self.service.config.http.listen}"
 
 
 def open_store(config: Config) -> Store:

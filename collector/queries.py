@@ -185,10 +185,8 @@ def show(config: Config, args: argparse.Namespace) -> int:
     vm = inv.vm
     when = f" at {inv.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z" if inv.at else ""
     print(f"{vm.name}{when}  ({vm.protocol} on {vm.hypervisor}, key {vm.key})"[:TABLE_WIDTH])
-    print(
-        f"agent: {vm.state} since {cell(vm.state_since)}, last heartbeat "
-        f"{cell(vm.last_heartbeat)}"[:TABLE_WIDTH]
-    )
+    agent = f"agent: {vm.state} since {cell(vm.state_since)}, last heartbeat "
+    print((agent + cell(vm.last_heartbeat))[:TABLE_WIDTH])
     for kind in (
         FactKind.OS,
         FactKind.HOSTNAME,
