@@ -9,6 +9,7 @@ import ipaddress
 import shutil
 import ssl
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from collector.config import Config, HttpConfig
 from collector.daemon import running
 from exporters.webconfig import WebConfigError, load, parse
 from tests.support.real import require
-from tests.support.service import fast_config
+from tests.support.service import fast_config, free_port
 
 PASSWORD = "correct horse battery staple"
 PROTECTED = [
@@ -231,3 +232,21 @@ async def test_client_certificate_required(base: Path) -> None:
             response = await client.get(f"{url}/metrics")
             assert response.status_code == 200
             assert "guestwatch_build_info" in response.text
+
+
+def test_run_refuses_an_invalid_web_config(base: Path) -> None:
+    bad = base / "web.yml"
+    bad.write_text("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n")
+    config = base / "gw.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{base / "gw.db"}"\n[http]\nweb_config = "{bad}"\n'
+        f'listen = "127.0.0.1:{free_port()}"\n'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "tls_server_config.cert_file: no such file" in run.stderr
