@@ -48,6 +48,9 @@ HOUR: Final = "hour"
 DAY: Final = "day"
 #: Data folded per transaction.
 WINDOW: Final = timedelta(days=1)
+#: Most stored points one bucketed `series` read scans (a week of a VM's busiest metric at one
+#: sample a minute is ~10,000 per label).
+MAX_SCAN: Final = 1_000_000
 
 _SAMPLES = cast(Table, SampleRow.__table__)
 _ROLLUPS = cast(Table, SampleRollup.__table__)
@@ -268,13 +271,15 @@ def series(
     weighted, as the roll-ups themselves are.
     """
     s, r = _SAMPLES.c, _ROLLUPS.c
+    # Bucketing needs every point of the window; `limit` then applies to the buckets.
+    scan = MAX_SCAN if step else limit
     points: list[SeriesPoint] = []
     with engine.connect() as conn:
         raw = (
             select(s.at, s.label, s.value)
             .where(s.vm_id == vm_id, s.metric == metric, s.at >= since, s.at < until)
             .order_by(s.at, s.id)
-            .limit(limit * 10 if step else limit)
+            .limit(scan)
         )
         points += [
             SeriesPoint(row.at, row.label, 1, row.value, row.value, row.value)
@@ -284,7 +289,7 @@ def series(
             select(r.bucket, r.label, r.count.label("n"), r.min, r.avg, r.max)
             .where(r.vm_id == vm_id, r.metric == metric, r.bucket >= since, r.bucket < until)
             .order_by(r.bucket, r.id)
-            .limit(limit * 10 if step else limit)
+            .limit(scan)
         )
         points += [
             SeriesPoint(row.bucket, row.label, row.n, row.min, row.avg, row.max)
