@@ -37,6 +37,8 @@ MAX_FILESYSTEMS_PER_VM: Final = 64
 MAX_INTERFACES_PER_VM: Final = 32
 MAX_ADDRESSES_PER_VM: Final = 64
 CACHED: Final = " (cached from the last poll)"
+#: Values of the memory metrics' `source` label (anything else is exported as "other").
+MEMORY_SOURCES: Final = frozenset({"guest", "balloon"})
 INVENTORY_KINDS: Final = tuple(k for k in FactKind if k is not FactKind.AGENT)
 _F = TypeVar("_F")
 
@@ -123,13 +125,15 @@ class FleetCollector(Collector):
             ["domain", "hostname", "timezone"],
         )
         cpus = _gauge("guest_cpus", "Online vCPUs" + CACHED + ".", ["domain"])
+        # `source`: "guest" (/proc/meminfo) or "balloon" (libvirt's virDomainMemoryStats).
+        mem_labels = ["domain", "source"]
         mem_total = _gauge(
-            "guest_memory_total_bytes", "Guest memory total" + CACHED + ".", ["domain"]
+            "guest_memory_total_bytes", "Guest memory total" + CACHED + ".", mem_labels
         )
         mem_avail = _gauge(
-            "guest_memory_available_bytes", "Guest memory available" + CACHED + ".", ["domain"]
+            "guest_memory_available_bytes", "Guest memory available" + CACHED + ".", mem_labels
         )
-        mem_free = _gauge("guest_memory_free_bytes", "Guest memory free" + CACHED + ".", ["domain"])
+        mem_free = _gauge("guest_memory_free_bytes", "Guest memory free" + CACHED + ".", mem_labels)
         fs_size = _gauge(
             "guest_filesystem_size_bytes",
             "Filesystem size" + CACHED + ".",
@@ -171,11 +175,12 @@ class FleetCollector(Collector):
             if (cpu := _first(vm, FactKind.CPUS, Cpus)) is not None:
                 cpus.add_metric([name], cpu.online)
             if (mem := _first(vm, FactKind.MEMORY, Memory)) is not None:
-                mem_total.add_metric([name], mem.total_bytes)
+                source = mem.source if mem.source in MEMORY_SOURCES else "other"
+                mem_total.add_metric([name, source], mem.total_bytes)
                 if mem.available_bytes is not None:
-                    mem_avail.add_metric([name], mem.available_bytes)
+                    mem_avail.add_metric([name, source], mem.available_bytes)
                 if mem.free_bytes is not None:
-                    mem_free.add_metric([name], mem.free_bytes)
+                    mem_free.add_metric([name, source], mem.free_bytes)
             filesystems = vm.facts(FactKind.FILESYSTEMS)
             for fs in (filesystems.items if filesystems else ())[:MAX_FILESYSTEMS_PER_VM]:
                 if not isinstance(fs, Filesystem):

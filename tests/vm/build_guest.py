@@ -5,6 +5,9 @@ No binary lives in the repository: the kernel comes from Debian's `linux-image-a
 `qemu-ga` and the libraries `ldd` lists. A build is reused while its stamp matches the inputs.
 
     python tests/vm/build_guest.py [CACHE_DIR]
+
+The kernel command line may carry `gw.block_rpcs=cmd1,cmd2` (the host test's choice, never
+the guest's): qemu-ga then starts with `--block-rpcs`, as a locked-down guest does.
 """
 
 from __future__ import annotations
@@ -69,8 +72,13 @@ ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 mount -t ext4 /dev/vda /data || echo "init: no data disk"
 cp /etc/utmp.record /run/utmp
+BLOCK=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in gw.block_rpcs=*) BLOCK="${{arg#gw.block_rpcs=}}" ;; esac
+done
 echo "init: starting qemu-ga"
-/usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/{AGENT_PORT} -t /run -d
+/usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/{AGENT_PORT} -t /run -d \\
+  ${{BLOCK:+-b $BLOCK}}
 echo "init: ready"
 while true; do sleep 3600; done
 """
