@@ -5,11 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := qemu-guest-agent prometheus prometheus-alertmanager postgresql rpm docker-compose systemd spice-vdagent xvfb xclip
+DEB_PACKAGES := qemu-guest-agent prometheus prometheus-alertmanager postgresql rpm docker-compose systemd spice-vdagent xvfb xclip \
+	qemu-system-x86 busybox-static cpio e2fsprogs libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
 
 .PHONY: demo test lint format deps venv bench clean
 
-$(STAMP): pyproject.toml
+# deps first: the [test] extra builds libvirt-python against libvirt-dev and pkg-config.
+$(STAMP): pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

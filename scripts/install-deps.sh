@@ -13,6 +13,13 @@ declare -A probe=(
   [xvfb]=/usr/bin/Xvfb
   [xclip]=/usr/bin/xclip
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
+  [qemu-system-x86]=/usr/bin/qemu-system-x86_64
+  [busybox-static]=/bin/busybox
+  [cpio]=/usr/bin/cpio
+  [e2fsprogs]=/usr/sbin/mkfs.ext4
+  [libvirt-daemon-system]=/usr/sbin/libvirtd
+  [libvirt-clients]=/usr/bin/virsh
+  [pkg-config]=/usr/bin/pkg-config
 )
 
 missing=()

@@ -22,6 +22,13 @@ KNOWN_PATHS = {
     "xclip": "/usr/bin/xclip",
     "prometheus": "/usr/bin/prometheus",
     "prometheus-alertmanager": "/usr/bin/prometheus-alertmanager",
+    "qemu-system-x86_64": "/usr/bin/qemu-system-x86_64",
+    "busybox": "/bin/busybox",
+    "cpio": "/usr/bin/cpio",
+    "mkfs.ext4": "/usr/sbin/mkfs.ext4",
+    "libvirtd": "/usr/sbin/libvirtd",
+    "virtlogd": "/usr/sbin/virtlogd",
+    "virsh": "/usr/bin/virsh",
 }
 PACKAGES = {
     "qemu-ga": "qemu-guest-agent",
@@ -34,6 +41,13 @@ PACKAGES = {
     "xclip": "xclip",
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "busybox": "busybox-static",
+    "cpio": "cpio",
+    "mkfs.ext4": "e2fsprogs",
+    "libvirtd": "libvirt-daemon-system",
+    "virtlogd": "libvirt-daemon-system",
+    "virsh": "libvirt-clients",
 }
 
 

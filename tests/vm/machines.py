@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,7 +131,7 @@ class Libvirtd:
             log = (workdir / f"{binary}.log").open("ab")
             self.procs.append(
                 subprocess.Popen(
-                    [require(binary)],
+                    [sys.executable, str(Path(__file__).with_name("reaper.py")), require(binary)],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -158,7 +159,7 @@ class Libvirtd:
             [require("virsh"), "-c", self.uri, *args],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=180,
             check=check,
         )
 
