@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +28,6 @@ from tests.support.real import QemuGa, require
 from tests.support.service import fast_config, wait_until
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="gw-al-", dir="/tmp"))  # socket paths must stay short
-    (path / "sockets").mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def down_alerts(am: Alertmanager, domain: str) -> dict[str, list[dict[str, Any]]]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,16 +19,6 @@ from collector.facts import FactKind
 from collector.liveness import State
 from storage.repository import Store
 from tests.support.service import fast_config, wait_until
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="gws-", dir="/tmp"))
-    (path / "sockets").mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import configparser
 import json
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -93,16 +92,6 @@ def test_systemd_unit_is_hardened_and_verifies(unit: str) -> None:
         if "Unknown" in line or "Failed to parse" in line or "Invalid" in line
     ]
     assert not problems, result.stderr
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="gwd-", dir="/tmp"))
-    (path / "sockets").mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

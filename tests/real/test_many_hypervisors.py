@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,15 +28,6 @@ pytestmark = pytest.mark.real
 
 HOSTS = ("hv-a", "hv-b", "hv-c")
 MIGRANT_UUID = "6f1c3a52-57d1-4c3e-9b3e-2b1f0c9d7e11"
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="gwm-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

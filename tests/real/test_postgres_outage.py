@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,16 +41,6 @@ def cluster() -> Iterator[PostgresCluster]:
         yield pg
     finally:
         pg.destroy()
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="gwo-", dir="/tmp"))
-    (path / "sockets").mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def config_for(base: Path, url: str) -> Config:

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,16 +22,6 @@ from tests.support.real import QemuGa, require
 from tests.support.service import fast_config, wait_until
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture
-def base() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="gw-", dir="/tmp"))  # socket paths must stay short
-    (path / "sockets").mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def start_agent(base: Path, name: str, *extra: str) -> QemuGa:
