@@ -128,23 +128,35 @@ class Libvirtd:
             return  # a libvirtd of the machine's own: use it, leave it running
         self.started_here = True
         for binary in ("virtlogd", "libvirtd"):
-            log = (workdir / f"{binary}.log").open("ab")
-            self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(Path(__file__).with_name("reaper.py")), require(binary)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "LIBVIRT_LOG_OUTPUTS": "3:stderr"},
-                )
-            )
+            self.procs.append(self._spawn(binary))
             time.sleep(0.3)
+        self._wait_answers()
+
+    def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
+        with (self.workdir / f"{binary}.log").open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("reaper.py")), require(binary)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "LIBVIRT_LOG_OUTPUTS": "3:stderr"},
+            )
+
+    def _wait_answers(self) -> None:
         deadline = time.monotonic() + 30
         while not self._answers():
             if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
                 self.stop()
                 pytest.fail(f"libvirtd did not start: {self.log_tail()}")
             time.sleep(0.2)
+
+    def restart_libvirtd(self) -> None:
+        """Stop libvirtd (its domains keep running) and start it again."""
+        if not self.started_here:
+            pytest.skip("libvirtd belongs to this machine: not restarting it")
+        _terminate(self.procs[-1])
+        self.procs[-1] = self._spawn("libvirtd")
+        self._wait_answers()
 
     def log_tail(self) -> str:
         path = self.workdir / "libvirtd.log"
@@ -165,13 +177,17 @@ class Libvirtd:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            _terminate(proc)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def require_module(name: str) -> None:

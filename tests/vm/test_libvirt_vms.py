@@ -9,8 +9,10 @@ killed inside the guest is "not connected" for libvirt: facts unavailable, the V
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -21,7 +23,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.config import LibvirtDiscoveryConfig
+from collector.config import Config, LibvirtDiscoveryConfig
 from collector.daemon import running
 from collector.facts import FactKind, Memory, NetInterface, OsInfo
 from collector.liveness import State
@@ -32,13 +34,15 @@ from tests.vm.machines import BOOT_TIMEOUT, KERNEL_CMDLINE, Libvirtd, LibvirtVm
 
 pytestmark = pytest.mark.real
 
+#: Domain names are per run: libvirtd's domains are machine-wide.
+RUN = os.getpid()
 BLOCK_FILES = "gw.block_rpcs=guest-file-open,guest-file-read,guest-file-close"
 
 
 @pytest.fixture(scope="session")
 def libvirt_vm(guest: Guest, libvirtd: Libvirtd, vm_workdir: Path) -> Iterator[LibvirtVm]:
     vm = LibvirtVm(
-        libvirtd, guest, vm_workdir / "lv", "gw-lv-a", "52:54:00:67:78:0a", KERNEL_CMDLINE
+        libvirtd, guest, vm_workdir / "lv", f"gw-lv-a-{RUN}", "52:54:00:67:78:0a", KERNEL_CMDLINE
     )
     try:
         vm.wait_agent(time.monotonic() + BOOT_TIMEOUT)
@@ -72,13 +76,49 @@ def memory_metrics(body: str) -> dict[tuple[str, str], float]:
     }
 
 
+def libvirt_config(base: Path, libvirtd: Libvirtd) -> Config:
+    return dataclasses.replace(fast_config(base), libvirt=LibvirtDiscoveryConfig(uri=libvirtd.uri))
+
+
+async def test_reconnects_when_libvirtd_restarts(
+    libvirtd: Libvirtd, libvirt_vm: LibvirtVm, base: Path
+) -> None:
+    async with running(libvirt_config(base, libvirtd)) as svc:
+        fleet = svc.service.fleet
+        name = libvirt_vm.name
+        await wait_until(
+            lambda: name in fleet.vms and fleet.vms[name].liveness.state is State.UP, 60, "up"
+        )
+        from collector.libvirt import get_hub  # the optional binding: after the fixtures
+
+        hub = get_hub(libvirtd.uri)
+        connects = hub.connects
+        liveness = fleet.vms[name].liveness
+        seen: set[State] = set()
+
+        async def watch() -> None:
+            while True:
+                seen.add(liveness.state)
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.to_thread(libvirtd.restart_libvirtd)
+            restarted = time.time()
+            await wait_until(lambda: hub.connects > connects, 60, "a new connection")
+            await wait_until(
+                lambda: (liveness.last_heartbeat or 0) > restarted, 30, "a heartbeat through it"
+            )
+        finally:
+            watcher.cancel()
+        assert liveness.state is State.UP
+        assert State.GONE not in seen  # the domain ran all along
+
+
 async def test_libvirt_discovery_passthrough_lifecycle_and_balloon(
     guest: Guest, libvirtd: Libvirtd, libvirt_vm: LibvirtVm, base: Path, vm_workdir: Path
 ) -> None:
-    config = dataclasses.replace(
-        fast_config(base), libvirt=LibvirtDiscoveryConfig(uri=libvirtd.uri)
-    )
-    async with running(config) as svc:
+    async with running(libvirt_config(base, libvirtd)) as svc:
         fleet = svc.service.fleet
         name = libvirt_vm.name
 
@@ -106,7 +146,7 @@ async def test_libvirt_discovery_passthrough_lifecycle_and_balloon(
             libvirtd,
             guest,
             vm_workdir / "lv",
-            "gw-lv-b",
+            f"gw-lv-b-{RUN}",
             "52:54:00:67:78:0b",
             f"{KERNEL_CMDLINE} {BLOCK_FILES}",
         )
