@@ -312,6 +312,27 @@ class FactSet:
     kind: FactKind
     items: tuple[Fact, ...] = field(default_factory=tuple)
     _digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _released: bool = field(default=False, init=False, repr=False, compare=False)
+
+    @property
+    def released(self) -> bool:
+        """True once `release()` dropped the items (the digest stays)."""
+        return self._released
+
+    def release(self) -> FactSet:
+        """Drop the items, keep the digest; return a copy that still holds them.
+
+        Why: drivers keep their last package set to reuse it while the guest's list is
+        unchanged, and 10,000 VMs × 1,500 packages is gigabytes. Once the runner has recorded
+        a set it needs only its digest; the returned copy (sharing the items tuple, digest
+        cached) is what a pending store record may still need.
+        """
+        digest = self.digest()
+        copy = FactSet(self.kind, self.items)
+        object.__setattr__(copy, "_digest", digest)
+        object.__setattr__(self, "items", ())
+        object.__setattr__(self, "_released", True)
+        return copy
 
     def digest(self) -> bytes:
         """Digest of the inventory part only: unchanged digest → no database work.

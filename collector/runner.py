@@ -180,17 +180,28 @@ class TargetRunner:
         for kind, outcome in outcomes:
             state = self.vm.kind(kind)
             if isinstance(outcome, FactSet):
+                digest = outcome.digest()
+                if outcome.released and digest != state.digest:
+                    # Cannot happen: a released set is one this runner recorded last.
+                    self.fleet.count_error(kind.value, "internal")
+                    details.setdefault(("error", "internal"), "released set changed")
+                    self._set_status(kind, "error", "internal", now, changes=changes)
+                    continue
                 self._set_status(kind, "ok", "", now, changes=changes)
                 state.last_success = now
                 self.emit(KindSucceeded(self.vm.ref, now, kind))
-                digest = outcome.digest()
+                if outcome.released:
+                    continue  # recorded and remembered when it was first seen
+                # Drivers keep a package set for reuse: leave only its digest there; the
+                # store record and the counts get a copy sharing the items.
+                facts = outcome.release() if kind is FactKind.PACKAGES else outcome
                 if digest != state.digest:
                     state.digest = digest
-                    self.emit(InventoryObserved(self.vm.ref, now, outcome))
-                samples = samples_of(outcome)
+                    self.emit(InventoryObserved(self.vm.ref, now, facts))
+                samples = samples_of(facts)
                 if samples:
                     self.emit(SamplesObserved(self.vm.ref, now, samples))
-                self.vm.remember(outcome)
+                self.vm.remember(facts)
             elif isinstance(outcome, Unavailable):
                 self._set_status(kind, "unavailable", outcome.reason, now, changes=changes)
             else:
