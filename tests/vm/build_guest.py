@@ -183,7 +183,13 @@ def build(cache: Path = CACHE) -> Guest:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp_name:
         tmp = Path(tmp_name)
-        _run("apt-get", "download", package, cwd=tmp)
+        try:
+            _run("apt-get", "download", package, cwd=tmp)
+        except subprocess.CalledProcessError:  # stale package lists: the mirror moved on
+            _run("apt-get", "update", "-qq")
+            package = kernel_package()
+            release = package.removeprefix("linux-image-")
+            _run("apt-get", "download", package, cwd=tmp)
         (deb,) = tmp.glob("linux-image-*.deb")
         _run("dpkg-deb", "-x", str(deb), str(tmp / "pkg"))
         shutil.copy2(tmp / "pkg" / "boot" / f"vmlinuz-{release}", kernel)
