@@ -18,8 +18,12 @@ def runner() -> tuple[TargetRunner, list[Record]]:
     vm = VmState(target=target, ref=ref, liveness=Liveness(late_after=2, down_after=6, now=0.0))
     records: list[Record] = []
     run = TargetRunner(
-        vm, driver=None, fleet=FleetState(), emit=records.append, polling=PollingConfig()
-    )  # type: ignore[arg-type]
+        vm,
+        driver=None,  # type: ignore[arg-type]  # record() never touches the driver
+        fleet=FleetState(),
+        emit=records.append,
+        polling=PollingConfig(),
+    )
     return run, records
 
 
