@@ -107,6 +107,7 @@ class Hub:
         self._conn: Any = None
         self._domains: dict[str, DomainInfo] = {}  # by name
         self._agent: dict[str, bool] = {}  # uuid -> agent connected
+        self._handles: dict[str, Any] = {}  # uuid -> virDomain of the current connection
         self._dom_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -159,7 +160,10 @@ class Hub:
             if conn is None:
                 raise libvirt.libvirtError(f"not connected to {self.uri}")
             try:
-                domain = conn.lookupByUUIDString(uuid)
+                with self._lock:
+                    domain = self._handles.get(uuid)
+                if domain is None:
+                    domain = conn.lookupByUUIDString(uuid)
                 return fn(domain)
             except libvirt.libvirtError as exc:
                 if exc.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE):
@@ -210,6 +214,9 @@ class Hub:
             )
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(5, 3)
+        with self._lock:
+            self._agent.clear()  # agent events missed while disconnected: unknown again
+            self._handles.clear()
         self._conn = conn
         self.connects += 1
         log.info("libvirt %s: connected%s", self.uri, " (read-only)" if self.read_only else "")
@@ -219,19 +226,25 @@ class Hub:
         if conn is None:
             return
         found: dict[str, DomainInfo] = {}
-        for domain in conn.listAllDomains(0)[:_MAX_DOMAINS]:
+        handles: dict[str, Any] = {}
+        # One round trip for every domain and its state (name and UUID are client-side).
+        for domain, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)[
+            :_MAX_DOMAINS
+        ]:
             try:
                 name, uuid = domain.name(), domain.UUIDString()
-                state = int(domain.state()[0])
             except libvirt.libvirtError:
-                continue  # undefined while we listed
-            if not isinstance(name, str) or not _UUID.match(str(uuid)):
+                continue
+            state = stats.get("state.state") if isinstance(stats, dict) else None
+            if not isinstance(name, str) or not _UUID.match(str(uuid)) or type(state) is not int:
                 continue
             with self._lock:
                 agent = self._agent.get(uuid)
             found[name] = DomainInfo(name, uuid, _STATE_NAMES.get(state, "nostate"), agent)
+            handles[uuid] = domain
         with self._lock:
             self._domains = found
+            self._handles = handles
         self._ready.set()
 
     def _alive(self) -> bool:

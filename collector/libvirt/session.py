@@ -194,6 +194,9 @@ class LibvirtAgentSession:
     async def _command(
         self, command: str, arguments: Mapping[str, Any] | None, seconds: float | None
     ) -> Any:
+        if self.hub.agent_connected(self.uuid) is False:
+            # libvirt told us (AGENT_LIFECYCLE) the agent left: spare the pool a round trip.
+            raise self._failed(AgentAbsent(f"{command}: QEMU guest agent is not connected"))
         seconds = self.command_timeout if seconds is None else float(seconds)
         request: dict[str, Any] = {"execute": command}
         if arguments is not None:
