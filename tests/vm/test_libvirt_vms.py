@@ -2,7 +2,8 @@
 
 libvirt owns each domain's agent socket, so everything goes through libvirt: guestwatch finds
 the domain, polls its agent with `virDomainQemuAgentCommand`, sees a destroyed domain go
-`gone` (no alert) and a domain started later appear within seconds. The later one runs its
+`gone` (no alert), a paused one `gone` until it resumes, and a domain started later appear
+within seconds. The later one runs its
 agent with the file commands blocked, so its memory comes from the balloon driver; its agent
 killed inside the guest is "not connected" for libvirt: facts unavailable, the VM `down`.
 """
@@ -163,6 +164,12 @@ async def test_libvirt_discovery_passthrough_lifecycle_and_balloon(
                 body = (await client.get(f"{svc.url}/metrics")).text
             sources = memory_metrics(body)
             assert (name, "guest") in sources and (later.name, "balloon") in sources
+
+            # Paused: gone (not running); resumed: discovered again and answering.
+            libvirtd.virsh("suspend", name)
+            await wait_until(lambda: fleet.vms[name].liveness.state is State.GONE, 15, "paused")
+            libvirtd.virsh("resume", name)
+            await wait_until(lambda: fleet.vms[name].liveness.state is State.UP, 30, "resumed")
 
             # Destroyed: gone, never down.
             libvirtd.virsh("destroy", name)
