@@ -3,9 +3,9 @@
 libvirt owns each domain's agent socket, so everything goes through libvirt: guestwatch finds
 the domain, polls its agent with `virDomainQemuAgentCommand`, sees a destroyed domain go
 `gone` (no alert), a paused one `gone` until it resumes, and a domain started later appear
-within seconds. The later one runs its
-agent with the file commands blocked, so its memory comes from the balloon driver; its agent
-killed inside the guest is "not connected" for libvirt: facts unavailable, the VM `down`.
+within seconds. The later one runs its agent with the file commands blocked, so its memory
+comes from the balloon driver; its agent killed inside the guest is "not connected" for
+libvirt: facts unavailable, the VM `down`. A libvirtd restart is reconnected to.
 """
 
 from __future__ import annotations
