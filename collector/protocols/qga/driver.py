@@ -111,7 +111,7 @@ class QgaDriver:
 def create_driver(target: Target, config: Config, on_fault: FaultHook) -> Driver:
     """The service's entry point for `protocol = "qga"` targets (socket or libvirt)."""
     if target.transport == "libvirt":
-        from collector.libvirt.driver import create_driver as libvirt_driver
+        from collector.libvirt.driver import create_driver as libvirt_driver  # noqa: PLC0415 - optional binding
 
         return libvirt_driver(target, config, on_fault)
     return QgaDriver(
