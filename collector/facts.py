@@ -13,6 +13,7 @@ identity and value; see `storage/`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -238,6 +239,17 @@ class Package(Fact):
 
     def label(self) -> str:
         return self.name
+
+    def value(self) -> str:
+        """As `Fact.value`, memoized by content: a changed package list is digested in
+        full, thousands of items per VM, and most items recur across VMs and polls."""
+        return _package_value(self.name, self.version, self.arch, self.manager, self.raw)
+
+
+@functools.lru_cache(maxsize=500_000)
+def _package_value(name: str, version: str, arch: str, manager: str, raw: str) -> str:
+    data = {"arch": arch, "manager": manager, "name": name, "raw": raw, "version": version}
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
