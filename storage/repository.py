@@ -318,6 +318,7 @@ class Store:
                     _VMS.c.uuid,
                     _VMS.c.hypervisor,
                     _VMS.c.protocol,
+                    _VMS.c.last_heartbeat,
                 )
                 .where(_VMS.c.key.in_(chunk))
                 .order_by(_VMS.c.key)
@@ -358,7 +359,15 @@ class Store:
         changed = []
         for key, row in known.items():
             ref = refs[key]
-            if key not in claim_at:
+            stale_claim = (
+                key in claim_at
+                and row.hypervisor != _clean(ref.hypervisor, NAME_LEN)
+                and row.last_heartbeat is not None
+                and claim_at[key] < row.last_heartbeat.timestamp()
+            )
+            if key not in claim_at or stale_claim:
+                # No claim, or an answer older than the current host's last heartbeat
+                # (the source's writes reaching the database after the destination's).
                 batch.hypervisors[row.id] = row.hypervisor
                 continue
             if row.hypervisor != _clean(ref.hypervisor, NAME_LEN):

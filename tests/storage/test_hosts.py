@@ -33,3 +33,15 @@ def test_a_vm_known_only_by_name_is_one_vm_per_host(store: Store) -> None:
     store.write([HeartbeatSeen(vm("web", None, "host-b"), T0)])
     assert sorted(v.key for v in store.list_vms()) == ["host-a/web", "host-b/web"]
     assert not [e for e in store.events() if e.type == "migrated"]
+
+
+def test_a_late_write_from_the_old_host_does_not_claim_the_vm_back(store: Store) -> None:
+    on_a, on_b = vm("db-1", UUID, "host-a"), vm("db-1", UUID, "host-b")
+    store.write([LivenessChanged(on_a, T0, "unknown", "up"), HeartbeatSeen(on_a, T0)])
+    store.write([LivenessChanged(on_b, T0 + 10, "unknown", "up"), HeartbeatSeen(on_b, T0 + 10)])
+    # hv-a's writer flushes after hv-b's: its last answer (T0 + 9) predates hv-b's heartbeat.
+    store.write([HeartbeatSeen(on_a, T0 + 9), LivenessChanged(on_a, T0 + 9.5, "up", "gone")])
+    (info,) = store.list_vms()
+    assert (info.hypervisor, info.state) == ("host-b", "up")
+    migrations = [(e.old, e.new) for e in store.events(domain=UUID) if e.type == "migrated"]
+    assert migrations == [("host-a", "host-b")]
