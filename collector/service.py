@@ -8,6 +8,7 @@ and jitter spreads a large fleet over each interval.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import random
@@ -219,8 +220,7 @@ class Service:
                 # After the first system poll has told the OS, which decides how packages
                 # and memory are read.
                 phase += 1.0
-            func: Callable[[], Any]
-            func = runner.heartbeat if group is PollGroup.HEARTBEAT else _poll_of(runner, group)
+            func = _job_of(runner, group)
             self.scheduler.add_job(
                 func,
                 "interval",
@@ -252,12 +252,22 @@ class Service:
         self.emit(LivenessChanged(runner.vm.ref, at, old.value, new.value, reason))
 
 
-def _poll_of(runner: TargetRunner, group: PollGroup) -> Callable[[], Any]:
-    async def poll() -> None:
-        await runner.poll(group)
+def _job_of(runner: TargetRunner, group: PollGroup) -> Callable[[], Any]:
+    """The scheduler's job for one VM and cadence.
 
-    poll.__name__ = f"poll_{group.value}"
-    return poll
+    A job cancelled by shutdown ends quietly: APScheduler would otherwise log every
+    in-flight poll's CancelledError with a traceback when the service stops.
+    """
+
+    async def job() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            if group is PollGroup.HEARTBEAT:
+                await runner.heartbeat()
+            else:
+                await runner.poll(group)
+
+    job.__name__ = f"{group.value}_{runner.name}"
+    return job
 
 
 def _log_task_error(task: asyncio.Future[None]) -> None:
