@@ -932,36 +932,10 @@ class Store:
             ]
 
     def packages(self, name: str, version: str | None = None) -> list[PackageHit]:
-        """VMs that currently have package `name` (optionally exactly `version`)."""
-        with self._engine.connect() as conn:
-            query = (
-                select(
-                    _ITEMS.c.value,
-                    _ITEMS.c.valid_from,
-                    _VMS.c.name.label("domain"),
-                    _VMS.c.key.label("vm_key"),
-                )
-                .join(_VMS, _VMS.c.id == _ITEMS.c.vm_id)
-                .where(_ITEMS.c.kind == str(FactKind.PACKAGES))
-                .where(_ITEMS.c.name == name)
-                .where(_ITEMS.c.valid_to.is_(None))
-                .order_by(_VMS.c.name, _VMS.c.key)
-            )
-            hits = []
-            for row in conn.execute(query):
-                data = _json(row.value)
-                hit = PackageHit(
-                    domain=row.domain,
-                    vm_key=row.vm_key,
-                    name=str(data.get("name", name)),
-                    version=str(data.get("version", "")),
-                    arch=str(data.get("arch", "")),
-                    manager=str(data.get("manager", "")),
-                    since=row.valid_from,
-                )
-                if version is None or hit.version == version:
-                    hits.append(hit)
-            return hits
+        """Which VMs have package `name` now (optionally exactly `version`)."""
+        from storage import timetravel  # noqa: PLC0415 - timetravel builds on Store
+
+        return timetravel.packages(self, name, version=version)
 
     def samples(
         self,
