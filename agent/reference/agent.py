@@ -235,9 +235,9 @@ class ReferenceAgent:
         elif name == "set-number-of-cpus":
             await self.send("number-of-cpus", collect.number_of_cpus())
         elif name in MANAGEMENT_VERBS:
-            log.info("ignored management command %r (not implemented by design)", name)
+            log.info("ignored management command %r (not implemented by design)", name[:64])
         else:
-            log.debug("ignored unknown command %r", name)
+            log.debug("ignored unknown command %r", name[:64])
 
 
 async def run_until_signalled(path: str) -> int:

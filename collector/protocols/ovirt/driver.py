@@ -54,6 +54,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Messages whose exact repeat is skipped (the agent resends them on refresh and on its
+#: cadences); the only names whose last digest is kept.
+_REPEATABLE: Final = frozenset({
+    "host-name", "fqdn", "os-version", "os-info", "timezone", "number-of-cpus",
+    "network-interfaces", "applications", "disks-usage", "active-user", "containers",
+})  # fmt: skip
+
 #: The newest protocol version this driver speaks (the last ovirt-guest-agent's).
 API_VERSION: Final = 3
 #: VDSM's cap: a longer line is counted and skipped up to the next newline.
@@ -258,7 +265,7 @@ class OvirtDriver:
             self._fault("invalid")
             log.debug("ovirt: %s message failed", name, exc_info=True)
             return
-        if name != "heartbeat":
+        if name in _REPEATABLE:  # guest-chosen names never become keys: bounded memory
             self._applied[name] = digest
 
     def _set(self, kind: FactKind, items: list[Any]) -> None:

@@ -306,3 +306,14 @@ async def test_applications_truncation_marker_and_users(
 )
 def test_split_package(raw: str, name: str, version: str) -> None:
     assert split_package(raw) == (name, version)
+
+
+async def test_unknown_message_names_cost_no_memory(
+    agent: ScriptedAgent, driver: OvirtDriver
+) -> None:
+    await start(agent, driver)
+    await agent.push(b"".join(msg(f"made-up-{i}", x=i) for i in range(2000)))
+    await agent.push(msg("number-of-cpus", count=2))
+    await settle(driver, 2001)
+    assert (await facts(driver, PollGroup.SYSTEM))[FactKind.CPUS] == [Cpus(online=2, total=2)]
+    assert set(driver._applied) <= {"number-of-cpus"}
