@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 Emit = Callable[[Record], None]
 #: The DriverError reason by which a driver says its agent is gone for good (not down).
 GONE_REASON = "gone"
+#: The store's last-seen heartbeat and per-kind last success move at most this often per VM
+#: (the first answer after a start or transition is stored at once): liveness transitions are
+#: stored exactly, `/metrics` shows the exact times, and 10,000 VMs at a 5 s heartbeat would
+#: otherwise cost the database 2,000 row updates a second for a timestamp.
+STORE_TIMESTAMPS_EVERY = 60.0
 
 
 def samples_of(facts: FactSet) -> tuple[Sample, ...]:
@@ -93,6 +98,8 @@ class TargetRunner:
         #: The driver said the agent is gone (ovirt `uninstalled`): the VM is `gone`, not
         #: down, but heartbeats continue so that a reinstalled agent brings it back.
         self.agent_gone = False
+        self._stored_heartbeat: float | None = None
+        self._stored_success: dict[FactKind, float] = {}
 
     @property
     def name(self) -> str:
@@ -101,6 +108,16 @@ class TargetRunner:
     def _transition(self, transition: Transition | None) -> None:
         if transition is None:
             return
+        last = self.vm.liveness.last_heartbeat
+        stored = self._stored_heartbeat
+        if (
+            transition.new is not State.UP
+            and last is not None
+            and (stored is None or last > stored)
+        ):
+            # The exact last answer goes to the store before the transition: alerts quote it.
+            self._stored_heartbeat = last
+            self.emit(HeartbeatSeen(self.vm.ref, last))
         level = logging.WARNING if transition.new in (State.LATE, State.DOWN) else logging.INFO
         log.log(
             level,
@@ -140,8 +157,12 @@ class TargetRunner:
             if self.agent_gone:
                 self.agent_gone = False
                 self._transition(self.vm.liveness.reappeared(now))
-            self._transition(self.vm.liveness.answered(now))
-            self.emit(HeartbeatSeen(self.vm.ref, now))
+            transition = self.vm.liveness.answered(now)
+            self._transition(transition)
+            stored = self._stored_heartbeat
+            if transition is not None or stored is None or now - stored >= STORE_TIMESTAMPS_EVERY:
+                self._stored_heartbeat = now
+                self.emit(HeartbeatSeen(self.vm.ref, now))
         finally:
             self.fleet.observe_duration(PollGroup.HEARTBEAT, time.monotonic() - started)
 
@@ -189,7 +210,10 @@ class TargetRunner:
                     continue
                 self._set_status(kind, "ok", "", now, changes=changes)
                 state.last_success = now
-                self.emit(KindSucceeded(self.vm.ref, now, kind))
+                stored = self._stored_success.get(kind)
+                if stored is None or now - stored >= STORE_TIMESTAMPS_EVERY:
+                    self._stored_success[kind] = now
+                    self.emit(KindSucceeded(self.vm.ref, now, kind))
                 if outcome.released:
                     continue  # recorded and remembered when it was first seen
                 # Drivers keep a package set for reuse: leave only its digest there; the
@@ -234,4 +258,5 @@ class TargetRunner:
             changes.setdefault((status, reason), []).append(kind.value)
         state.status = status
         state.reason = reason
+        self._stored_success.pop(kind, None)  # the next success is stored at once
         self.emit(KindStatus(self.vm.ref, now, kind, status, reason))

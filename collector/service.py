@@ -1,25 +1,25 @@
 """The service: discovery, the poll scheduler, the writer and the HTTP server on one loop.
 
-APScheduler 3 (`AsyncIOScheduler`) fires one job per VM and cadence, so one slow or hung VM
-only ever delays its own jobs (`max_instances=1`: no overlapping run for one VM and cadence),
-and jitter spreads a large fleet over each interval.
+APScheduler 3 (`AsyncIOScheduler`) ticks one `Cadence` per poll group, which starts each VM's
+run of that group when it is due: each VM's runs are its own tasks, so one slow or hung VM only
+ever delays its own polls (no overlapping run for one VM and cadence), and each VM's phase plus
+jitter spreads a large fleet over each interval.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import random
 import time
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from collector.cadence import Cadence, Job
 from collector.config import Config
 from collector.driver import Driver, FaultHook
 from collector.facts import FactKind, PollGroup
@@ -84,6 +84,10 @@ class Service:
         self.clock = clock
         self.runners: dict[str, TargetRunner] = {}
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.cadences = {
+            group: Cadence(group.value, interval_of(config, group), jitter=config.polling.jitter)
+            for group in PollGroup
+        }
         self._digests: dict[tuple[str, FactKind], bytes] = {}
         self._last_heartbeats: dict[str, float] = {}
         self._spread = STARTUP_SPREAD_SECONDS
@@ -100,6 +104,16 @@ class Service:
                 self._last_heartbeats[vm.key] = vm.last_heartbeat.timestamp()
         self.writer.start()
         self.scheduler.start()
+        for group, cadence in self.cadences.items():
+            self.scheduler.add_job(
+                cadence.tick,
+                "interval",
+                seconds=cadence.tick_seconds,
+                id=f"cadence-{group.value}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         self.scan()
         self.scheduler.add_job(
             self._scan_job,
@@ -118,8 +132,8 @@ class Service:
         """Stop polling, close every channel, then flush every pending write."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        # Let cancelled job tasks unwind before channels close under them.
-        await asyncio.sleep(0)
+        # Runs in progress unwind before channels close under them.
+        await asyncio.gather(*(cadence.stop() for cadence in self.cadences.values()))
         await asyncio.gather(
             *(runner.driver.close() for runner in self.runners.values()), return_exceptions=True
         )
@@ -212,33 +226,17 @@ class Service:
     def _activate(self, runner: TargetRunner, now: float) -> None:
         name = runner.name
         rng = random.Random(zlib.crc32(name.encode()))  # noqa: S311 - scheduling jitter only
-        start = datetime.fromtimestamp(now, UTC)
-        for group in PollGroup:
-            interval = interval_of(self.config, group)
-            phase = rng.uniform(0, min(interval, self._spread))
+        for group, cadence in self.cadences.items():
+            phase = rng.uniform(0, min(cadence.interval, self._spread))
             if group not in (PollGroup.HEARTBEAT, PollGroup.SYSTEM):
                 # After the first system poll has told the OS, which decides how packages
                 # and memory are read.
                 phase += 1.0
-            func = _job_of(runner, group)
-            self.scheduler.add_job(
-                func,
-                "interval",
-                seconds=interval,
-                jitter=interval * self.config.polling.jitter,
-                id=f"{name}\0{group.value}",
-                next_run_time=start + timedelta(seconds=phase),
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, int(interval)),
-                replace_existing=True,
-            )
+            cadence.add(name, _job_of(runner, group), first_in=phase)
 
     def _deactivate(self, runner: TargetRunner, now: float, reason: str) -> None:
-        for group in PollGroup:
-            job = self.scheduler.get_job(f"{runner.name}\0{group.value}")
-            if job is not None:
-                job.remove()
+        for cadence in self.cadences.values():
+            cadence.remove(runner.name)
         old = runner.vm.liveness.state
         if runner.vm.liveness.vanished(now, reason) is not None:
             log.info("vm %s: %s -> gone (%s)", runner.name, old, reason)
@@ -252,22 +250,15 @@ class Service:
         self.emit(LivenessChanged(runner.vm.ref, at, old.value, new.value, reason))
 
 
-def _job_of(runner: TargetRunner, group: PollGroup) -> Callable[[], Any]:
-    """The scheduler's job for one VM and cadence.
+def _job_of(runner: TargetRunner, group: PollGroup) -> Job:
+    """One VM's run of one cadence."""
+    if group is PollGroup.HEARTBEAT:
+        return runner.heartbeat
 
-    A job cancelled by shutdown ends quietly: APScheduler would otherwise log every
-    in-flight poll's CancelledError with a traceback when the service stops.
-    """
+    async def poll() -> None:
+        await runner.poll(group)
 
-    async def job() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            if group is PollGroup.HEARTBEAT:
-                await runner.heartbeat()
-            else:
-                await runner.poll(group)
-
-    job.__name__ = f"{group.value}_{runner.name}"
-    return job
+    return poll
 
 
 def _log_task_error(task: asyncio.Future[None]) -> None:

@@ -1,0 +1,108 @@
+"""Timestamps that move every poll reach the store at most once a minute per VM and kind;
+transitions, status changes and first answers reach it at once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from collector.config import PollingConfig
+from collector.driver import DriverError
+from collector.facts import FactKind, Hostname, OsInfo, Outcome, PollGroup, fact_set
+from collector.liveness import Liveness
+from collector.runner import STORE_TIMESTAMPS_EVERY, TargetRunner
+from collector.state import FleetState, VmState
+from collector.targets import Target
+from storage.records import HeartbeatSeen, KindStatus, KindSucceeded, LivenessChanged, Record, VmRef
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Driver:
+    def __init__(self) -> None:
+        self.fail = False
+
+    async def heartbeat(self) -> None:
+        if self.fail:
+            raise DriverError("disconnected")
+
+    async def poll(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
+        raise AssertionError("not polled here")
+
+    async def close(self) -> None:
+        return None
+
+
+def make() -> tuple[TargetRunner, Driver, Clock, list[Record]]:
+    clock = Clock()
+    target = Target("vm", "qga", "/nonexistent", "persistent", "host")
+    ref = VmRef(key="host/vm", name="vm", hypervisor="host", protocol="qga", uuid=None)
+    vm = VmState(target=target, ref=ref, liveness=Liveness(late_after=1, down_after=3, now=0.0))
+    driver = Driver()
+    records: list[Record] = []
+    run = TargetRunner(
+        vm, driver=driver, fleet=FleetState(), emit=records.append, polling=PollingConfig(),
+        clock=clock,
+    )  # fmt: skip
+    return run, driver, clock, records
+
+
+def kinds(records: list[Record]) -> list[type[Record]]:
+    return [type(r) for r in records]
+
+
+async def test_heartbeats_are_stored_on_transitions_and_once_a_minute() -> None:
+    run, driver, clock, records = make()
+    await run.heartbeat()  # unknown -> up: transition and first last-seen
+    assert kinds(records) == [LivenessChanged, HeartbeatSeen]
+    records.clear()
+    for _ in range(int(STORE_TIMESTAMPS_EVERY // 5) - 1):
+        clock.now += 5
+        await run.heartbeat()
+    assert records == []  # in memory only: metrics show the exact time
+    assert run.vm.liveness.last_heartbeat == clock.now
+    clock.now += 5
+    await run.heartbeat()
+    assert kinds(records) == [HeartbeatSeen]
+    records.clear()
+    clock.now += 5
+    await run.heartbeat()  # answered in memory only
+    answered = clock.now
+    driver.fail = True
+    clock.now += 5
+    await run.heartbeat()  # one missed: up -> late, and the exact last answer is stored first
+    assert kinds(records) == [HeartbeatSeen, LivenessChanged]
+    assert isinstance(records[0], HeartbeatSeen) and records[0].at == answered
+    driver.fail = False
+    clock.now += 5
+    await run.heartbeat()  # late -> up: stored at once, though 10 s after the last one
+    assert kinds(records) == [HeartbeatSeen, LivenessChanged, LivenessChanged, HeartbeatSeen]
+    assert isinstance(records[-1], HeartbeatSeen) and records[-1].at == clock.now
+
+
+def test_successes_are_stored_once_a_minute_and_after_a_status_change() -> None:
+    run, _, clock, records = make()
+    hostname = fact_set(FactKind.HOSTNAME, [Hostname(name="a")])
+    run.record([(FactKind.HOSTNAME, hostname)])
+    assert KindSucceeded in kinds(records)
+    records.clear()
+    clock.now += 10
+    run.record([(FactKind.HOSTNAME, hostname)])
+    assert records == []
+    assert run.vm.kind(FactKind.HOSTNAME).last_success == clock.now
+    clock.now += STORE_TIMESTAMPS_EVERY
+    run.record([(FactKind.HOSTNAME, hostname)])
+    assert kinds(records) == [KindSucceeded]
+    records.clear()
+    clock.now += 1
+    from collector.facts import PollError
+
+    run.record([(FactKind.HOSTNAME, PollError("timeout", ""))])
+    clock.now += 1
+    run.record([(FactKind.HOSTNAME, hostname)])  # error -> ok: the success is stored at once
+    assert kinds(records) == [KindStatus, KindStatus, KindSucceeded]
