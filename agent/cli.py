@@ -77,7 +77,13 @@ def add_agent_commands(sub: Any) -> None:
         "--drift-every", type=float, default=60.0, help="seconds between drift steps (default 60)"
     )
     sim.add_argument(
-        "--fault", type=_fault, action="append", default=[], help="a fault spec (repeatable)"
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="KIND[:VALUE]=TARGETS[@AFTER]",
+        help="a fault (repeatable): e.g. hang=0.1, slow:3=sim-0001, flapping:30=0.01@60; "
+        "@usr1 starts it on SIGUSR1",
     )
     sim.add_argument(
         "--processes", type=int, default=1, help="serve the fleet from this many processes"

@@ -2,8 +2,10 @@
 
 A spec is ``KIND[:VALUE]=TARGETS[@AFTER]``: ``TARGETS`` is a fraction of the fleet
 (``0.1``) or agent names (``sim-0001,sim-0002``); ``AFTER`` is seconds from the start
-(default 0). Which agents a fraction hits depends only on the kind, the seed and each
-agent's name, so several simulator processes serving slices of one fleet agree.
+(default 0), or ``usr1``: when the simulator receives SIGUSR1 (a benchmark starts its faulty
+phase when its warm-up is over, however long that took). Which agents a fraction hits depends
+only on the kind, the seed and each agent's name, so several simulator processes serving
+slices of one fleet agree.
 
 Kinds: the ``Faults`` switches ``hang``, ``hang_mid_reply``, ``garbage``, ``stale``,
 ``invalid_utf8``, ``disconnect_mid_reply``; ``slow:SECONDS``; ``oversize:BYTES``;
@@ -47,6 +49,7 @@ class FaultSpec:
     fraction: float | None = None
     names: frozenset[str] = frozenset()
     after: float = 0.0
+    on_signal: bool = False
 
     def hits(self, name: str, seed: int) -> bool:
         if self.fraction is None:
@@ -78,16 +81,26 @@ def parse_fault(text: str) -> FaultSpec:
     else:
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"a fraction is within 0..1, not {fraction}")
+    if after == "usr1":
+        return FaultSpec(kind, value, fraction, names, on_signal=True)
     return FaultSpec(kind, value, fraction, names, float(after) if after else 0.0)
 
 
 class Chaos:
     """Applies fault specs to agents on schedule; ``run()`` until cancelled."""
 
-    def __init__(self, agents: Iterable[tuple[str, Agent]], specs: list[FaultSpec], seed: int):
+    def __init__(
+        self,
+        agents: Iterable[tuple[str, Agent]],
+        specs: list[FaultSpec],
+        seed: int,
+        trigger: asyncio.Event | None = None,
+    ):
         self.agents = list(agents)
         self.specs = specs
         self.seed = seed
+        #: Set on SIGUSR1: starts the ``@usr1`` specs.
+        self.trigger = trigger or asyncio.Event()
 
     def targets(self, spec: FaultSpec) -> list[tuple[str, Agent]]:
         return [(name, agent) for name, agent in self.agents if spec.hits(name, self.seed)]
@@ -98,7 +111,10 @@ class Chaos:
                 group.create_task(self._apply(spec))
 
     async def _apply(self, spec: FaultSpec) -> None:
-        await asyncio.sleep(spec.after)
+        if spec.on_signal:
+            await self.trigger.wait()
+        else:
+            await asyncio.sleep(spec.after)
         hit = self.targets(spec)
         log.info("fault %s on %d agents", spec.kind, len(hit))
         for _, agent in hit:

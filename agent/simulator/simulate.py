@@ -88,8 +88,10 @@ async def run_simulate(options: SimulateOptions) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    trigger = asyncio.Event()
     if options.processes > 1:
         return await _run_children(options, stop)
+    loop.add_signal_handler(signal.SIGUSR1, trigger.set)
     fleet = Fleet(
         options.directory,
         options.count,
@@ -106,7 +108,9 @@ async def run_simulate(options: SimulateOptions) -> int:
         f"{options.directory}, seed {options.seed}",
         flush=True,
     )
-    chaos = Chaos(zip(fleet.names, fleet.agents, strict=True), list(options.faults), options.seed)
+    chaos = Chaos(
+        zip(fleet.names, fleet.agents, strict=True), list(options.faults), options.seed, trigger
+    )
     chaos_task = asyncio.create_task(chaos.run())
     started = time.monotonic()
     try:
@@ -138,6 +142,13 @@ async def _run_children(options: SimulateOptions, stop: asyncio.Event) -> int:
         for first, count in _slices(options.count, options.processes)
     ]
     waits = [asyncio.create_task(p.wait()) for p in procs]
+
+    def forward_usr1() -> None:
+        for p in procs:
+            if p.returncode is None:
+                p.send_signal(signal.SIGUSR1)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, forward_usr1)
     stopper = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)

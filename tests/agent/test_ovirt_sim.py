@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -247,3 +252,57 @@ async def test_service_on_a_mixed_fleet_and_an_uninstalled_agent(base: Path) -> 
         await wait_until(lambda: state.vms[name].liveness.state is State.GONE, 10, "gone")
         await asyncio.sleep(1.0)  # rediscovery must not bring it back, nor may it go down
         assert state.vms[name].liveness.state is State.GONE
+
+
+async def test_chaos_holds_usr1_faults_until_triggered(base: Path) -> None:
+    spec = parse_fault("hang=sim-0001@usr1")
+    assert spec.on_signal and spec.after == 0.0
+    fleet = Fleet(base, 2, seed=2, qga_ratio=1.0)
+    async with fleet:
+        trigger = asyncio.Event()
+        chaos = Chaos(zip(fleet.names, fleet.agents, strict=True), [spec], seed=2, trigger=trigger)
+        task = asyncio.create_task(chaos.run())
+        try:
+            await asyncio.sleep(0.2)
+            assert not fleet["sim-0001"].faults.hang
+            trigger.set()
+            await wait_until(lambda: fleet["sim-0001"].faults.hang, 5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _pings(path: Path) -> bool:
+    """True when the qga agent at `path` answers guest-ping within a second."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(1.0)
+        s.connect(str(path))
+        s.sendall(b'{"execute": "guest-ping"}\n')
+        try:
+            return s.recv(100).startswith(b'{"return"')
+        except TimeoutError:
+            return False
+
+
+def test_simulate_processes_forward_usr1_to_their_children(base: Path) -> None:
+    sockets = base / "sockets"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "collector.cli", "simulate", "--dir", str(sockets), "--count",
+         "4", "--qga-ratio", "1", "--processes", "2", "--fault", "hang=1@usr1"],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(sockets.glob("*.qga"))) < 4:
+            assert sim.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.5)  # children install their handlers before they listen; be generous
+        paths = sorted(sockets.glob("*.qga"))
+        assert all(_pings(p) for p in paths)
+        sim.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while any(_pings(p) for p in paths):
+            assert time.monotonic() < deadline, "agents still answer after SIGUSR1"
+        assert sim.poll() is None
+    finally:
+        sim.terminate()
+        sim.wait(30)
