@@ -1,7 +1,8 @@
 """The ASGI app (FastAPI) on the service's event loop: /metrics, /healthz, /api/v1, /openapi.json.
 
 `/metrics` renders in a worker thread from the in-memory state, so a large fleet's scrape does
-not stall polling; the history paths read the database in a thread for the same reason.
+not stall polling, and re-renders only the VMs whose state changed (`exporters.exposition`);
+the history paths read the database in a thread for the same reason.
 `[http] web_config` (exporter-toolkit format, `exporters.webconfig`) adds TLS to the server and
 basic auth in front of everything but `/healthz`.
 """
@@ -18,7 +19,6 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -27,6 +27,7 @@ from collector.config import HttpConfig
 from collector.state import FleetState
 from exporters import webconfig
 from exporters.api import build_router, install_problem_handlers
+from exporters.exposition import MetricsPage
 from exporters.metrics import FleetCollector
 from storage.repository import Store
 
@@ -49,9 +50,10 @@ def build_app(
     healthy: Callable[[], bool] = lambda: True,
 ) -> FastAPI:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(fleet, extra_metrics))
+    registry.register(FleetCollector(fleet, extra_metrics, per_vm=False))
     registry.register(ProcessCollector(registry=None))
     registry.register(PlatformCollector(registry=None))
+    page = MetricsPage(fleet, registry)  # the per-VM families, pre-rendered, then `registry`
 
     app = FastAPI(
         title="guestwatch",
@@ -69,8 +71,7 @@ def build_app(
         tags=["metrics"],
     )
     async def metrics(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        body = await asyncio.to_thread(encoder, registry)
+        body, content_type = await asyncio.to_thread(page.render, request.headers.get("accept", ""))
         return Response(body, media_type=content_type)
 
     @app.get(

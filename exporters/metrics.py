@@ -1,15 +1,22 @@
-"""Prometheus custom collector over the in-memory fleet state.
+"""The guestwatch metric families, each defined once, over the in-memory fleet state.
 
-As in client_python's custom collectors: `collect()` builds every family fresh from state on
-each scrape; nothing calls `Gauge.set()` from the poller, no sample carries a timestamp, and a
-scrape never touches an agent. Guest-supplied label values are already bounded and scrubbed by
-the drivers; the number of per-VM series is capped here.
+Per-VM families are declared as `VmFamily` values grouped in `Section`s: families of one VM
+that change together, with a cheap `key` read from state and `samples` rendered from that key
+alone. `exporters.exposition` pre-renders each VM's sections and re-renders one only when its
+key changed (a scrape of 10,000 VMs costs what changed, not the fleet); `FleetCollector` hands
+the same samples to prometheus_client as MetricFamily objects for plain registries, and yields
+the collector-wide families (errors, faults, poll durations, build). As in client_python's
+custom collectors, nothing calls `Gauge.set()` from the poller, no sample carries a timestamp,
+and a scrape never touches an agent. Guest-supplied label values are already bounded and
+scrubbed by the drivers; the number of per-VM series is capped here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Final, Protocol, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,17 +28,21 @@ from prometheus_client.registry import Collector
 
 from collector import __version__
 from collector.facts import (
+    AgentInfo,
     Cpus,
     FactKind,
+    FactSet,
     Filesystem,
     Hostname,
     Memory,
     NetInterface,
+    OsInfo,
     SpiceSession,
     Timezone,
 )
 from collector.liveness import State
 from collector.state import FleetState, VmState
+from collector.targets import Target
 
 MAX_FILESYSTEMS_PER_VM: Final = 64
 MAX_INTERFACES_PER_VM: Final = 32
@@ -41,225 +52,406 @@ CACHED: Final = " (cached from the last poll)"
 MEMORY_SOURCES: Final = frozenset({"guest", "balloon"})
 INVENTORY_KINDS: Final = tuple(k for k in FactKind if k is not FactKind.AGENT)
 _F = TypeVar("_F")
+_K = TypeVar("_K")
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"guestwatch_{name}", doc, labels=labels)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class VmFamily:
+    """One per-VM family: name (a counter's without `_total`), HELP text, label names, type.
+
+    Compared and hashed by identity: each is defined once, and renderers key dicts by it.
+    """
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    type: Literal["gauge", "counter"] = "gauge"
+
+    def metric(self) -> GaugeMetricFamily | CounterMetricFamily:
+        """An empty prometheus_client family of this definition."""
+        if self.type == "counter":
+            return CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        return GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+#: One sample of one VM: its family, label values in the family's label order, value.
+Sample = tuple[VmFamily, tuple[str, ...], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Section(Generic[_K]):
+    """Families of one VM that change together.
+
+    `key(vm)` reads, once, everything the samples depend on and must be cheap: it runs for
+    every VM on every scrape. `samples(domain, key)` uses only the key, so a render cached
+    with a key stays right while the key compares equal, and a render in a worker thread
+    never mixes two polls. Keys compare fact sets by value (`FactSet ==`), not by digest:
+    digests leave out the measurements (used bytes, counters) that these samples show.
+    """
+
+    families: tuple[VmFamily, ...]
+    key: Callable[[VmState], _K]
+    samples: Callable[[str, _K], Iterable[Sample]]
+
+
+def _vm_gauge(name: str, doc: str, *labels: str) -> VmFamily:
+    return VmFamily(f"guestwatch_{name}", doc, labels)
+
+
+def _vm_counter(name: str, doc: str, *labels: str) -> VmFamily:
+    return VmFamily(f"guestwatch_{name}", doc, labels, "counter")
+
+
+DOMAIN_INFO: Final = _vm_gauge(
+    "domain_info",
+    "1 per known VM; the VM's identity for joins on `domain`.",
+    "domain",
+    "uuid",
+    "hypervisor",
+    "protocol",
+)
+AGENT_INFO: Final = _vm_gauge(
+    "agent_info", "Guest agent identity" + CACHED + ".", "domain", "protocol", "version"
+)
+AGENT_UP: Final = _vm_gauge("agent_up", "1 while the agent answers its heartbeat.", "domain")
+AGENT_STATE: Final = _vm_gauge(
+    "agent_state",
+    "Liveness state of the agent (stateset: unknown, up, late, down, gone).",
+    "domain",
+    "state",
+)
+HEARTBEAT_LAST: Final = _vm_gauge(
+    "agent_heartbeat_last_timestamp_seconds",
+    "UNIX time of the last answered heartbeat.",
+    "domain",
+)
+OS_INFO: Final = _vm_gauge(
+    "guest_os_info",
+    "Guest operating system" + CACHED + ".",
+    "domain",
+    "id",
+    "name",
+    "pretty_name",
+    "version_id",
+    "kernel_release",
+    "machine",
+)
+GUEST_INFO: Final = _vm_gauge(
+    "guest_info", "Guest hostname and timezone" + CACHED + ".", "domain", "hostname", "timezone"
+)
+CPUS: Final = _vm_gauge("guest_cpus", "Online vCPUs" + CACHED + ".", "domain")
+# `source`: "guest" (/proc/meminfo) or "balloon" (libvirt's virDomainMemoryStats).
+MEMORY_TOTAL: Final = _vm_gauge(
+    "guest_memory_total_bytes", "Guest memory total" + CACHED + ".", "domain", "source"
+)
+MEMORY_AVAILABLE: Final = _vm_gauge(
+    "guest_memory_available_bytes", "Guest memory available" + CACHED + ".", "domain", "source"
+)
+MEMORY_FREE: Final = _vm_gauge(
+    "guest_memory_free_bytes", "Guest memory free" + CACHED + ".", "domain", "source"
+)
+FS_SIZE: Final = _vm_gauge(
+    "guest_filesystem_size_bytes",
+    "Filesystem size" + CACHED + ".",
+    "domain",
+    "mountpoint",
+    "fstype",
+)
+FS_USED: Final = _vm_gauge(
+    "guest_filesystem_used_bytes",
+    "Filesystem used bytes" + CACHED + ".",
+    "domain",
+    "mountpoint",
+    "fstype",
+)
+USERS: Final = _vm_gauge(
+    "guest_users_logged_in", "Logged-in user sessions" + CACHED + ".", "domain"
+)
+PACKAGES: Final = _vm_gauge(
+    "guest_packages", "Installed packages" + CACHED + ".", "domain", "manager"
+)
+NIC_INFO: Final = _vm_gauge(
+    "guest_network_interface_info",
+    "Guest network interface" + CACHED + ".",
+    "domain",
+    "interface",
+    "mac",
+)
+ADDRESS_INFO: Final = _vm_gauge(
+    "guest_network_address_info",
+    "Guest network address" + CACHED + ".",
+    "domain",
+    "interface",
+    "address",
+    "prefix",
+    "family",
+)
+RX_BYTES: Final = _vm_counter(
+    "guest_network_receive_bytes",
+    "Bytes received by the guest interface" + CACHED + ".",
+    "domain",
+    "interface",
+)
+TX_BYTES: Final = _vm_counter(
+    "guest_network_transmit_bytes",
+    "Bytes transmitted by the guest interface" + CACHED + ".",
+    "domain",
+    "interface",
+)
+INVENTORY_LAST_SUCCESS: Final = _vm_gauge(
+    "inventory_last_success_timestamp_seconds",
+    "UNIX time of the last successful poll of a fact kind.",
+    "domain",
+    "kind",
+)
+INVENTORY_AVAILABLE: Final = _vm_gauge(
+    "inventory_available",
+    "0 when the agent cannot give a fact kind (command disabled or unsupported), else 1.",
+    "domain",
+    "kind",
+)
+SPICE_PRESENT: Final = _vm_gauge(
+    "spice_session_present",
+    "1 while a graphical session with the SPICE agent is present" + CACHED + ".",
+    "domain",
+)
+SPICE_INFO: Final = _vm_gauge(
+    "spice_agent_info",
+    "SPICE agent flavour of the present session (linux, windows, unknown)" + CACHED + ".",
+    "domain",
+    "flavour",
+)
+SPICE_ACTIVITY: Final = _vm_counter(
+    "spice_activity",
+    "Clipboard messages in the present SPICE session (contents never read; resets with "
+    "each session)" + CACHED + ".",
+    "domain",
+)
+
+#: Page order of the per-VM families.
+VM_FAMILIES: Final = (
+    DOMAIN_INFO,
+    AGENT_INFO,
+    AGENT_UP,
+    AGENT_STATE,
+    HEARTBEAT_LAST,
+    OS_INFO,
+    GUEST_INFO,
+    CPUS,
+    MEMORY_TOTAL,
+    MEMORY_AVAILABLE,
+    MEMORY_FREE,
+    FS_SIZE,
+    FS_USED,
+    USERS,
+    PACKAGES,
+    NIC_INFO,
+    ADDRESS_INFO,
+    RX_BYTES,
+    TX_BYTES,
+    INVENTORY_LAST_SUCCESS,
+    INVENTORY_AVAILABLE,
+    SPICE_PRESENT,
+    SPICE_INFO,
+    SPICE_ACTIVITY,
+)
+
+
+def _first(facts: FactSet | None, cls: type[_F]) -> _F | None:
+    if facts and facts.items and isinstance(facts.items[0], cls):
+        return facts.items[0]
+    return None
+
+
+def _identity(domain: str, t: Target) -> Iterator[Sample]:
+    yield DOMAIN_INFO, (domain, t.uuid or "", t.hypervisor, t.protocol), 1.0
+
+
+def _agent(domain: str, facts: FactSet | None) -> Iterator[Sample]:
+    if (agent := _first(facts, AgentInfo)) is not None:
+        yield AGENT_INFO, (domain, agent.protocol, agent.version), 1.0
+
+
+def _liveness(domain: str, current: State) -> Iterator[Sample]:
+    yield AGENT_UP, (domain,), 1.0 if current is State.UP else 0.0
+    for s in State:
+        yield AGENT_STATE, (domain, s.value), 1.0 if s is current else 0.0
+
+
+def _heartbeat(domain: str, last_heartbeat: float | None) -> Iterator[Sample]:
+    if last_heartbeat is not None:
+        yield HEARTBEAT_LAST, (domain,), last_heartbeat
+
+
+def _os(domain: str, facts: FactSet | None) -> Iterator[Sample]:
+    if (os := _first(facts, OsInfo)) is not None:
+        labels = (domain, os.id, os.name, os.pretty_name, os.version_id)
+        yield OS_INFO, (*labels, os.kernel_release, os.machine), 1.0
+
+
+def _guest(domain: str, key: tuple[FactSet | None, FactSet | None]) -> Iterator[Sample]:
+    hostname, timezone = _first(key[0], Hostname), _first(key[1], Timezone)
+    if hostname is not None or timezone is not None:
+        yield (
+            GUEST_INFO,
+            (domain, hostname.name if hostname else "", timezone.zone if timezone else ""),
+            1.0,
+        )
+
+
+def _cpus(domain: str, facts: FactSet | None) -> Iterator[Sample]:
+    if (cpu := _first(facts, Cpus)) is not None:
+        yield CPUS, (domain,), cpu.online
+
+
+def _memory(domain: str, facts: FactSet | None) -> Iterator[Sample]:
+    if (mem := _first(facts, Memory)) is None:
+        return
+    source = mem.source if mem.source in MEMORY_SOURCES else "other"
+    yield MEMORY_TOTAL, (domain, source), mem.total_bytes
+    if mem.available_bytes is not None:
+        yield MEMORY_AVAILABLE, (domain, source), mem.available_bytes
+    if mem.free_bytes is not None:
+        yield MEMORY_FREE, (domain, source), mem.free_bytes
+
+
+def _filesystems(domain: str, facts: FactSet | None) -> Iterator[Sample]:
+    for fs in (facts.items if facts else ())[:MAX_FILESYSTEMS_PER_VM]:
+        if not isinstance(fs, Filesystem):
+            continue
+        if fs.size_bytes is not None:
+            yield FS_SIZE, (domain, fs.mountpoint, fs.fstype), fs.size_bytes
+        if fs.used_bytes is not None:
+            yield FS_USED, (domain, fs.mountpoint, fs.fstype), fs.used_bytes
+
+
+def _users(domain: str, facts: FactSet | None) -> Iterator[Sample]:
+    if facts is not None:
+        yield USERS, (domain,), len(facts.items)
+
+
+def _packages(domain: str, counts: Mapping[str, int]) -> Iterator[Sample]:
+    for manager, count in sorted(counts.items()):
+        yield PACKAGES, (domain, manager), count
+
+
+def _network(domain: str, facts: FactSet | None) -> Iterator[Sample]:
+    addresses = 0
+    for iface in (facts.items if facts else ())[:MAX_INTERFACES_PER_VM]:
+        if not isinstance(iface, NetInterface):
+            continue
+        yield NIC_INFO, (domain, iface.name, iface.mac), 1.0
+        for a in iface.addresses:
+            if addresses >= MAX_ADDRESSES_PER_VM:
+                break
+            addresses += 1
+            yield ADDRESS_INFO, (domain, iface.name, a.address, str(a.prefix), a.family), 1.0
+        if iface.rx_bytes is not None:
+            yield RX_BYTES, (domain, iface.name), iface.rx_bytes
+        if iface.tx_bytes is not None:
+            yield TX_BYTES, (domain, iface.name), iface.tx_bytes
+
+
+def _inventory_section(kind: FactKind) -> Section[tuple[str, float | None] | None]:
+    """One section per kind: a poll refreshes one kind's timestamp, not the others'."""
+
+    def key(vm: VmState) -> tuple[str, float | None] | None:
+        ks = vm.kinds.get(kind)
+        return None if ks is None else (ks.status, ks.last_success)
+
+    def samples(domain: str, key: tuple[str, float | None] | None) -> Iterator[Sample]:
+        if key is None:
+            return
+        status, last_success = key
+        if last_success is not None:
+            yield INVENTORY_LAST_SUCCESS, (domain, kind.value), last_success
+        if status != "pending":
+            yield INVENTORY_AVAILABLE, (domain, kind.value), 0.0 if status == "unavailable" else 1.0
+
+    return Section((INVENTORY_LAST_SUCCESS, INVENTORY_AVAILABLE), key, samples)
+
+
+def _spice(domain: str, facts: FactSet | None) -> Iterator[Sample]:
+    """SPICE session presence: only for VMs whose driver reports it (spice targets)."""
+    if facts is None:
+        return
+    session = _first(facts, SpiceSession)
+    yield SPICE_PRESENT, (domain,), 1.0 if session is not None else 0.0
+    if session is not None:
+        yield SPICE_INFO, (domain, session.flavour), 1.0
+        yield SPICE_ACTIVITY, (domain,), session.activity_count
+
+
+def _facts(kind: FactKind) -> Callable[[VmState], FactSet | None]:
+    def key(vm: VmState) -> FactSet | None:
+        state = vm.kinds.get(kind)
+        return state.facts if state is not None else None
+
+    return key
+
+
+SECTIONS: Final[tuple[Section[Any], ...]] = (
+    Section((DOMAIN_INFO,), attrgetter("target"), _identity),
+    Section((AGENT_INFO,), _facts(FactKind.AGENT), _agent),
+    # A heartbeat re-renders one line; the stateset only on a transition.
+    Section((AGENT_UP, AGENT_STATE), attrgetter("liveness.state"), _liveness),
+    Section((HEARTBEAT_LAST,), attrgetter("liveness.last_heartbeat"), _heartbeat),
+    Section((OS_INFO,), _facts(FactKind.OS), _os),
+    Section(
+        (GUEST_INFO,),
+        lambda vm: (vm.facts(FactKind.HOSTNAME), vm.facts(FactKind.TIMEZONE)),
+        _guest,
+    ),
+    Section((CPUS,), _facts(FactKind.CPUS), _cpus),
+    Section((MEMORY_TOTAL, MEMORY_AVAILABLE, MEMORY_FREE), _facts(FactKind.MEMORY), _memory),
+    Section((FS_SIZE, FS_USED), _facts(FactKind.FILESYSTEMS), _filesystems),
+    Section((USERS,), _facts(FactKind.USERS), _users),
+    # `remember` replaces package_counts whole, never updates it in place.
+    Section((PACKAGES,), attrgetter("package_counts"), _packages),
+    Section((NIC_INFO, ADDRESS_INFO, RX_BYTES, TX_BYTES), _facts(FactKind.NETWORK), _network),
+    *(_inventory_section(kind) for kind in INVENTORY_KINDS),
+    Section((SPICE_PRESENT, SPICE_INFO, SPICE_ACTIVITY), _facts(FactKind.SPICE), _spice),
+)
+
+
+def vm_samples(vm: VmState) -> Iterator[Sample]:
+    """Every per-VM sample of one VM, section by section."""
+    for section in SECTIONS:
+        yield from section.samples(vm.target.name, section.key(vm))
+
+
 class FleetCollector(Collector):
-    """Yields every `guestwatch_*` family from a FleetState."""
+    """Yields every `guestwatch_*` family from a FleetState.
+
+    `per_vm=False` leaves the per-VM families out, for `/metrics`, where
+    `exporters.exposition` pre-renders them.
+    """
 
     def __init__(
         self,
         state: FleetState,
         extra: Callable[[], Iterator[Metric]] | None = None,
+        *,
+        per_vm: bool = True,
     ) -> None:
         self.state = state
         self.extra = extra
+        self.per_vm = per_vm
 
     def collect(self) -> Iterator[Metric]:
-        vms = list(self.state.vms.values())
-        yield from self._identity(vms)
-        yield from self._liveness(vms)
-        yield from self._guest(vms)
-        yield from self._network(vms)
-        yield from self._inventory(vms)
-        yield from _spice(vms)
+        if self.per_vm:
+            families = {family: family.metric() for family in VM_FAMILIES}
+            for vm in list(self.state.vms.values()):
+                for family, labels, value in vm_samples(vm):
+                    families[family].add_metric(labels, value)
+            yield from families.values()
         yield from self._collector()
         if self.extra is not None:
             yield from self.extra()
-
-    def _identity(self, vms: list[VmState]) -> Iterator[Metric]:
-        info = _gauge(
-            "domain_info",
-            "1 per known VM; the VM's identity for joins on `domain`.",
-            ["domain", "uuid", "hypervisor", "protocol"],
-        )
-        agent = _gauge(
-            "agent_info", "Guest agent identity" + CACHED + ".", ["domain", "protocol", "version"]
-        )
-        for vm in vms:
-            t = vm.target
-            info.add_metric([t.name, t.uuid or "", t.hypervisor, t.protocol], 1)
-            facts = vm.facts(FactKind.AGENT)
-            if facts and facts.items:
-                item = facts.items[0].to_dict()
-                agent.add_metric([t.name, str(item["protocol"]), str(item["version"])], 1)
-        yield info
-        yield agent
-
-    def _liveness(self, vms: list[VmState]) -> Iterator[Metric]:
-        up = _gauge("agent_up", "1 while the agent answers its heartbeat.", ["domain"])
-        state = _gauge(
-            "agent_state",
-            "Liveness state of the agent (stateset: unknown, up, late, down, gone).",
-            ["domain", "state"],
-        )
-        last = _gauge(
-            "agent_heartbeat_last_timestamp_seconds",
-            "UNIX time of the last answered heartbeat.",
-            ["domain"],
-        )
-        for vm in vms:
-            name = vm.target.name
-            current = vm.liveness.state
-            up.add_metric([name], 1.0 if current is State.UP else 0.0)
-            for s in State:
-                state.add_metric([name, s.value], 1.0 if s is current else 0.0)
-            if vm.liveness.last_heartbeat is not None:
-                last.add_metric([name], vm.liveness.last_heartbeat)
-        yield up
-        yield state
-        yield last
-
-    def _guest(self, vms: list[VmState]) -> Iterator[Metric]:
-        os_info = _gauge(
-            "guest_os_info",
-            "Guest operating system" + CACHED + ".",
-            ["domain", "id", "name", "pretty_name", "version_id", "kernel_release", "machine"],
-        )
-        guest = _gauge(
-            "guest_info",
-            "Guest hostname and timezone" + CACHED + ".",
-            ["domain", "hostname", "timezone"],
-        )
-        cpus = _gauge("guest_cpus", "Online vCPUs" + CACHED + ".", ["domain"])
-        # `source`: "guest" (/proc/meminfo) or "balloon" (libvirt's virDomainMemoryStats).
-        mem_labels = ["domain", "source"]
-        mem_total = _gauge(
-            "guest_memory_total_bytes", "Guest memory total" + CACHED + ".", mem_labels
-        )
-        mem_avail = _gauge(
-            "guest_memory_available_bytes", "Guest memory available" + CACHED + ".", mem_labels
-        )
-        mem_free = _gauge("guest_memory_free_bytes", "Guest memory free" + CACHED + ".", mem_labels)
-        fs_size = _gauge(
-            "guest_filesystem_size_bytes",
-            "Filesystem size" + CACHED + ".",
-            ["domain", "mountpoint", "fstype"],
-        )
-        fs_used = _gauge(
-            "guest_filesystem_used_bytes",
-            "Filesystem used bytes" + CACHED + ".",
-            ["domain", "mountpoint", "fstype"],
-        )
-        users = _gauge(
-            "guest_users_logged_in", "Logged-in user sessions" + CACHED + ".", ["domain"]
-        )
-        packages = _gauge(
-            "guest_packages", "Installed packages" + CACHED + ".", ["domain", "manager"]
-        )
-        for vm in vms:
-            name = vm.target.name
-            if (os := vm.os) is not None:
-                os_info.add_metric(
-                    [
-                        name,
-                        os.id,
-                        os.name,
-                        os.pretty_name,
-                        os.version_id,
-                        os.kernel_release,
-                        os.machine,
-                    ],
-                    1,
-                )
-            hostname = _first(vm, FactKind.HOSTNAME, Hostname)
-            timezone = _first(vm, FactKind.TIMEZONE, Timezone)
-            if hostname is not None or timezone is not None:
-                guest.add_metric(
-                    [name, hostname.name if hostname else "", timezone.zone if timezone else ""],
-                    1,
-                )
-            if (cpu := _first(vm, FactKind.CPUS, Cpus)) is not None:
-                cpus.add_metric([name], cpu.online)
-            if (mem := _first(vm, FactKind.MEMORY, Memory)) is not None:
-                source = mem.source if mem.source in MEMORY_SOURCES else "other"
-                mem_total.add_metric([name, source], mem.total_bytes)
-                if mem.available_bytes is not None:
-                    mem_avail.add_metric([name, source], mem.available_bytes)
-                if mem.free_bytes is not None:
-                    mem_free.add_metric([name, source], mem.free_bytes)
-            filesystems = vm.facts(FactKind.FILESYSTEMS)
-            for fs in (filesystems.items if filesystems else ())[:MAX_FILESYSTEMS_PER_VM]:
-                if not isinstance(fs, Filesystem):
-                    continue
-                if fs.size_bytes is not None:
-                    fs_size.add_metric([name, fs.mountpoint, fs.fstype], fs.size_bytes)
-                if fs.used_bytes is not None:
-                    fs_used.add_metric([name, fs.mountpoint, fs.fstype], fs.used_bytes)
-            sessions = vm.facts(FactKind.USERS)
-            if sessions is not None:
-                users.add_metric([name], len(sessions.items))
-            for manager, count in sorted(vm.package_counts.items()):
-                packages.add_metric([name, manager], count)
-        yield from (os_info, guest, cpus, mem_total, mem_avail, mem_free, fs_size, fs_used)
-        yield from (users, packages)
-
-    def _network(self, vms: list[VmState]) -> Iterator[Metric]:
-        nic = _gauge(
-            "guest_network_interface_info",
-            "Guest network interface" + CACHED + ".",
-            ["domain", "interface", "mac"],
-        )
-        addr = _gauge(
-            "guest_network_address_info",
-            "Guest network address" + CACHED + ".",
-            ["domain", "interface", "address", "prefix", "family"],
-        )
-        rx = CounterMetricFamily(
-            "guestwatch_guest_network_receive_bytes",
-            "Bytes received by the guest interface" + CACHED + ".",
-            labels=["domain", "interface"],
-        )
-        tx = CounterMetricFamily(
-            "guestwatch_guest_network_transmit_bytes",
-            "Bytes transmitted by the guest interface" + CACHED + ".",
-            labels=["domain", "interface"],
-        )
-        for vm in vms:
-            name = vm.target.name
-            facts = vm.facts(FactKind.NETWORK)
-            addresses = 0
-            for iface in (facts.items if facts else ())[:MAX_INTERFACES_PER_VM]:
-                if not isinstance(iface, NetInterface):
-                    continue
-                nic.add_metric([name, iface.name, iface.mac], 1)
-                for a in iface.addresses:
-                    if addresses >= MAX_ADDRESSES_PER_VM:
-                        break
-                    addresses += 1
-                    addr.add_metric([name, iface.name, a.address, str(a.prefix), a.family], 1)
-                if iface.rx_bytes is not None:
-                    rx.add_metric([name, iface.name], iface.rx_bytes)
-                if iface.tx_bytes is not None:
-                    tx.add_metric([name, iface.name], iface.tx_bytes)
-        yield from (nic, addr, rx, tx)
-
-    def _inventory(self, vms: list[VmState]) -> Iterator[Metric]:
-        last = _gauge(
-            "inventory_last_success_timestamp_seconds",
-            "UNIX time of the last successful poll of a fact kind.",
-            ["domain", "kind"],
-        )
-        available = _gauge(
-            "inventory_available",
-            "0 when the agent cannot give a fact kind (command disabled or unsupported), else 1.",
-            ["domain", "kind"],
-        )
-        for vm in vms:
-            for kind, ks in vm.kinds.items():
-                if kind not in INVENTORY_KINDS:
-                    continue
-                if ks.last_success is not None:
-                    last.add_metric([vm.target.name, kind.value], ks.last_success)
-                if ks.status != "pending":
-                    available.add_metric(
-                        [vm.target.name, kind.value], 0.0 if ks.status == "unavailable" else 1.0
-                    )
-        yield last
-        yield available
 
     def _collector(self) -> Iterator[Metric]:
         errors = CounterMetricFamily(
@@ -290,44 +482,6 @@ class FleetCollector(Collector):
         build = _gauge("build_info", "guestwatch build.", ["version"])
         build.add_metric([__version__], 1)
         yield build
-
-
-def _spice(vms: list[VmState]) -> Iterator[Metric]:
-    """SPICE session presence: only for VMs whose driver reports it (spice targets)."""
-    present = _gauge(
-        "spice_session_present",
-        "1 while a graphical session with the SPICE agent is present" + CACHED + ".",
-        ["domain"],
-    )
-    info = _gauge(
-        "spice_agent_info",
-        "SPICE agent flavour of the present session (linux, windows, unknown)" + CACHED + ".",
-        ["domain", "flavour"],
-    )
-    activity = CounterMetricFamily(
-        "guestwatch_spice_activity",
-        "Clipboard messages in the present SPICE session (contents never read; resets with "
-        "each session)" + CACHED + ".",
-        labels=["domain"],
-    )
-    for vm in vms:
-        facts = vm.facts(FactKind.SPICE)
-        if facts is None:
-            continue
-        name = vm.target.name
-        session = _first(vm, FactKind.SPICE, SpiceSession)
-        present.add_metric([name], 1.0 if session is not None else 0.0)
-        if session is not None:
-            info.add_metric([name, session.flavour], 1)
-            activity.add_metric([name], session.activity_count)
-    yield from (present, info, activity)
-
-
-def _first(vm: VmState, kind: FactKind, cls: type[_F]) -> _F | None:
-    facts = vm.facts(kind)
-    if facts and facts.items and isinstance(facts.items[0], cls):
-        return facts.items[0]
-    return None
 
 
 class WriterStats(Protocol):
