@@ -54,7 +54,7 @@ def _headers(family: VmFamily, *, openmetrics: bool) -> bytes:
 class _Line:
     """Renders one family's sample lines: labels in name order, as prometheus_client does."""
 
-    __slots__ = ("order", "template")
+    __slots__ = ("order", "single", "template")
 
     def __init__(self, family: VmFamily) -> None:
         sample = family.name + ("_total" if family.type == "counter" else "")
@@ -62,10 +62,14 @@ class _Line:
         self.order = sorted(range(len(family.labels)), key=lambda i: family.labels[i])
         labels = ",".join(f'{family.labels[i]}="%s"' for i in self.order)
         self.template = f"{sample}{{{labels}}} %s\n" if labels else f"{sample} %s\n"
+        self.single = self.order == [0]
 
     def __call__(self, values: Sequence[str], value: float) -> str:
+        number = _NUMBERS.get(value) or floatToGoString(value)
+        if self.single:  # most families: `domain` only
+            return self.template % (escape_label_value(values[0]), number)
         escaped = [escape_label_value(values[i]) for i in self.order]
-        return self.template % (*escaped, _NUMBERS.get(value) or floatToGoString(value))
+        return self.template % (*escaped, number)
 
 
 class _Vm:
@@ -73,9 +77,9 @@ class _Vm:
 
     __slots__ = ("cells", "keys", "lines")
 
-    def __init__(self, sections: int, families: int) -> None:
-        self.keys: list[Any] = [_UNSET] * sections
-        self.cells: list[tuple[bytes, ...]] = [()] * sections
+    def __init__(self, empty: list[tuple[bytes, ...]], families: int) -> None:
+        self.keys: list[Any] = [_UNSET] * len(empty)
+        self.cells = empty.copy()
         self.lines: list[bytes] = [b""] * families
 
 
@@ -107,6 +111,7 @@ class VmExposition:
             for position, f in enumerate(slots):
                 self._sources[f].append((s, position))
         self._lines = {family: _Line(family) for family in self.families}
+        self._empty = [(b"",) * len(slots) for slots in self._slots]
         self._headers = {
             fmt: [_headers(f, openmetrics=fmt) for f in self.families] for fmt in (False, True)
         }
@@ -123,11 +128,11 @@ class VmExposition:
             current: dict[str, _Vm] = {}
             entries: list[_Vm] = []
             rendered = 0
-            nsections, nfamilies = len(self.sections), len(self.families)
+            nfamilies = len(self.families)
             for name, vm in vms:
                 entry = cached.get(name)
                 if entry is None:
-                    entry = _Vm(nsections, nfamilies)
+                    entry = _Vm(self._empty, nfamilies)
                 keys = [key(vm) for key in self._keys]
                 old, entry.keys = entry.keys, keys  # an equal new key releases the old objects
                 if keys != old:  # compared in C: identical objects short-circuit
@@ -149,21 +154,22 @@ class VmExposition:
 
     def _render(self, entry: _Vm, domain: str, changed: list[int]) -> None:
         """Re-render the changed sections of one VM, then its lines of the families they feed."""
-        touched: set[int] = set()
+        cells, lines = entry.cells, self._lines
+        touched: list[int] = []
         for s in changed:
-            slots, position = self._slots[s], self._positions[s]
-            out: list[list[str]] = [[] for _ in slots]
+            position = self._positions[s]
+            out: list[list[str]] = [[] for _ in position]
             for family, values, value in self.sections[s].samples(domain, entry.keys[s]):
-                out[position[family]].append(self._lines[family](values, value))
-            entry.cells[s] = tuple("".join(lines).encode() for lines in out)
-            touched.update(slots)
-        for f in touched:
+                out[position[family]].append(lines[family](values, value))
+            cells[s] = tuple(["".join(text).encode() for text in out])
+            touched.extend(self._slots[s])
+        for f in set(touched) if len(changed) > 1 else touched:
             sources = self._sources[f]
             if len(sources) == 1:
                 s, p = sources[0]
-                entry.lines[f] = entry.cells[s][p]
+                entry.lines[f] = cells[s][p]
             else:
-                entry.lines[f] = b"".join(entry.cells[s][p] for s, p in sources if entry.cells[s])
+                entry.lines[f] = b"".join([cells[s][p] for s, p in sources])
 
 
 class MetricsPage:

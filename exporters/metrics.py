@@ -356,23 +356,30 @@ def _network(domain: str, facts: FactSet | None) -> Iterator[Sample]:
             yield TX_BYTES, (domain, iface.name), iface.tx_bytes
 
 
-def _inventory_section(kind: FactKind) -> Section[tuple[str, float | None] | None]:
-    """One section per kind: a poll refreshes one kind's timestamp, not the others'."""
+def _inventory_sections(kind: FactKind) -> tuple[Section[float | None], Section[str | None]]:
+    """Two sections per kind: a poll refreshes one timestamp line, not the others, and
+    availability changes only with the status."""
 
-    def key(vm: VmState) -> tuple[str, float | None] | None:
+    def last_key(vm: VmState) -> float | None:
         ks = vm.kinds.get(kind)
-        return None if ks is None else (ks.status, ks.last_success)
+        return None if ks is None else ks.last_success
 
-    def samples(domain: str, key: tuple[str, float | None] | None) -> Iterator[Sample]:
-        if key is None:
-            return
-        status, last_success = key
+    def last(domain: str, last_success: float | None) -> Iterator[Sample]:
         if last_success is not None:
             yield INVENTORY_LAST_SUCCESS, (domain, kind.value), last_success
-        if status != "pending":
+
+    def status_key(vm: VmState) -> str | None:
+        ks = vm.kinds.get(kind)
+        return None if ks is None else ks.status
+
+    def available(domain: str, status: str | None) -> Iterator[Sample]:
+        if status is not None and status != "pending":
             yield INVENTORY_AVAILABLE, (domain, kind.value), 0.0 if status == "unavailable" else 1.0
 
-    return Section((INVENTORY_LAST_SUCCESS, INVENTORY_AVAILABLE), key, samples)
+    return (
+        Section((INVENTORY_LAST_SUCCESS,), last_key, last),
+        Section((INVENTORY_AVAILABLE,), status_key, available),
+    )
 
 
 def _spice(domain: str, facts: FactSet | None) -> Iterator[Sample]:
@@ -413,7 +420,7 @@ SECTIONS: Final[tuple[Section[Any], ...]] = (
     # `remember` replaces package_counts whole, never updates it in place.
     Section((PACKAGES,), attrgetter("package_counts"), _packages),
     Section((NIC_INFO, ADDRESS_INFO, RX_BYTES, TX_BYTES), _facts(FactKind.NETWORK), _network),
-    *(_inventory_section(kind) for kind in INVENTORY_KINDS),
+    *(section for kind in INVENTORY_KINDS for section in _inventory_sections(kind)),
     Section((SPICE_PRESENT, SPICE_INFO, SPICE_ACTIVITY), _facts(FactKind.SPICE), _spice),
 )
 
