@@ -278,8 +278,12 @@ class Cluster:
             shutil.chown(self.root, "postgres")
             shutil.chown(self.sock, "postgres")
             as_pg = ["runuser", "-u", "postgres", "--"]
-        subprocess.run([*as_pg, str(pg_bin / "initdb"), "-D", str(self.data), "-A", "trust",
-                        "-U", "postgres"], check=True, capture_output=True)  # fmt: skip
+        try:
+            subprocess.run([*as_pg, str(pg_bin / "initdb"), "-D", str(self.data), "-A", "trust",
+                            "-U", "postgres"], check=True, capture_output=True)  # fmt: skip
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
         self.ctl = [*as_pg, str(pg_bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "600",
                     "-l", str(self.root / "log")]  # fmt: skip
 
@@ -395,6 +399,7 @@ def main() -> None:
 
     print(f"scaleout: {args.collectors} collectors × {args.vms} VMs × {args.packages} packages, "
           f"steady phase {args.minutes:g} min, {os.cpu_count()} cpus", flush=True)  # fmt: skip
+    run_started = time.time()
     cluster: Cluster | None = None
     procs: list[Any] = []
     url = args.url
@@ -415,14 +420,18 @@ def main() -> None:
 
         fleets = [build_fleet(i, args.vms, args.packages) for i in range(args.collectors)]
         at = time.time()
+        postmaster = postmaster_pid(url)
+        pg0 = tree_cpu(postmaster) if postmaster else 0.0
         seed = fast_seed(url, fleets, at, log=lambda line: print(line, flush=True))
+        seed_cpu = f", PostgreSQL CPU {tree_cpu(postmaster) - pg0:.0f} s" if postmaster else ""
         verify_schema(url)
         compared = check_seed(url, fleets, at, args.workdir)
         print(f"seed: {seed.seconds:.0f} s for {seed.rows:,} rows ({seed.rows / seed.seconds:,.0f}"
               f" rows/s; COPY {seed.load_seconds:.0f} s = {seed.rows / seed.load_seconds:,.0f}"
               f" rows/s, indexes {seed.index_seconds:.0f} s, VACUUM ANALYZE "
-              f"{seed.analyze_seconds:.0f} s); {seed.items:,} item rows; {compared} rows of "
-              f"4 VMs equal to Store.write's; schema at Alembic head", flush=True)  # fmt: skip
+              f"{seed.analyze_seconds:.0f} s{seed_cpu}); {seed.items:,} item rows; checked: "
+              f"{compared} rows of 4 VMs equal to Store.write's, schema at Alembic head",
+              flush=True)  # fmt: skip
         del fleets
         if cluster is not None:  # the measured phase runs with the WAL a deployment has
             cluster.stop()
@@ -491,6 +500,7 @@ def main() -> None:
           f"{(iowait1 - iowait0) / wall:.2f}, load {load}")  # fmt: skip
     growth = (size_end - size_seeded) / total_vms * (86400 / duration)
     print(f"database growth: {growth / 1024:.1f} KiB per VM per day (at the default drift)")
+    print(f"wall time: {time.time() - run_started:.0f} s in all")
 
 
 if __name__ == "__main__":

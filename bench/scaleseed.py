@@ -250,14 +250,24 @@ class SeedStats:
 
 
 class _Copy:
-    """Buffers binary COPY rows into large writes."""
+    """A binary `COPY ... FREEZE` of one table, buffered into large writes (a context: the
+    connection stays locked by psycopg until the COPY ends, also on an exception)."""
 
     def __init__(self, cursor: Any, table: str, columns: str) -> None:
         self._context = cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY, FREEZE)")
-        self._copy = self._context.__enter__()
         self._parts: list[bytes] = [_SIGNATURE]
         self._size = 0
         self.rows = 0
+
+    def __enter__(self) -> _Copy:
+        self._copy = self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self._parts.append(_TRAILER)
+            self._copy.write(b"".join(self._parts))
+        self._context.__exit__(*exc)
 
     def add(self, data: bytes, rows: int = 1) -> None:
         self._parts.append(data)
@@ -266,11 +276,6 @@ class _Copy:
         if self._size > 4 << 20:
             self._copy.write(b"".join(self._parts))
             self._parts, self._size = [], 0
-
-    def close(self) -> None:
-        self._parts.append(_TRAILER)
-        self._copy.write(b"".join(self._parts))
-        self._context.__exit__(None, None, None)
 
 
 def fast_seed(url: str, fleets: Sequence[Sequence[SimVm]], at: float, *,
@@ -348,47 +353,44 @@ def _copy_fleet(cur: Any, fleets: Sequence[Sequence[SimVm]], at: float,
                 log: Callable[[str], None]) -> tuple[int, int, int, int]:  # fmt: skip
     ts = _timestamptz(at)
     vm_ids: list[tuple[int, SimVm]] = []
-    vms = _Copy(cur, "vms", VMS_COLUMNS)
-    for fleet in fleets:
-        for vm in fleet:
-            vm_id = len(vm_ids) + 1
-            vm_ids.append((vm_id, vm))
-            ref = vm.ref
-            vms.add(_row(_int4(vm_id), _text(ref.key), _text(ref.name), _text(ref.uuid),
-                         _text(ref.hypervisor), _text(ref.protocol), ts, _NULL,
-                         _text("unknown"), ts))  # fmt: skip
-    vms.close()
+    with _Copy(cur, "vms", VMS_COLUMNS) as vms:
+        for fleet in fleets:
+            for vm in fleet:
+                vm_id = len(vm_ids) + 1
+                vm_ids.append((vm_id, vm))
+                ref = vm.ref
+                vms.add(_row(_int4(vm_id), _text(ref.key), _text(ref.name), _text(ref.uuid),
+                             _text(ref.hypervisor), _text(ref.protocol), ts, _NULL,
+                             _text("unknown"), ts))  # fmt: skip
 
     # One COPY at a time per connection: the item rows stream, the small tables' rows wait.
-    items = _Copy(cur, "inventory_items", ITEMS_COLUMNS)
     set_rows: list[bytes] = []
     event_rows: list[bytes] = []
     every = max(1, len(vm_ids) // 10)
-    for n, (vm_id, vm) in enumerate(vm_ids, 1):
-        prefix = struct.pack(">h", 8) + _int4(vm_id) + _text(vm.ref.hypervisor) + ts
-        for facts in vm.seed_sets():
-            kind = facts.kind
-            if kind is FactKind.PACKAGES and not vm.delta:
-                rows = _template_rows(vm.template, vm.packages)
-                items.add(prefix.join(rows), len(rows) - 1)
-            else:
-                for fact in facts.items:
-                    items.add(prefix + _item_suffix(kind, fact))
-            count = len(facts.items)
-            set_rows.append(_row(_int4(vm_id), _text(str(kind)), _bytea(facts.digest()),
-                                 _int4(count), ts, ts))  # fmt: skip
-            event_rows.append(_row(_int4(vm_id), _text(vm.ref.hypervisor), ts,
-                                   _text("inventory_first_seen"), _text(str(kind)),
-                                   _text(str(kind)), _NULL, _text(str(count))))  # fmt: skip
-        if n % every == 0:
-            log(f"seed: {n:,}/{len(vm_ids):,} VMs, {items.rows:,} item rows")
-    items.close()
+    with _Copy(cur, "inventory_items", ITEMS_COLUMNS) as items:
+        for n, (vm_id, vm) in enumerate(vm_ids, 1):
+            prefix = struct.pack(">h", 8) + _int4(vm_id) + _text(vm.ref.hypervisor) + ts
+            for facts in vm.seed_sets():
+                kind = facts.kind
+                if kind is FactKind.PACKAGES and not vm.delta:
+                    rows = _template_rows(vm.template, vm.packages)
+                    items.add(prefix.join(rows), len(rows) - 1)
+                else:
+                    for fact in facts.items:
+                        items.add(prefix + _item_suffix(kind, fact))
+                count = len(facts.items)
+                set_rows.append(_row(_int4(vm_id), _text(str(kind)), _bytea(facts.digest()),
+                                     _int4(count), ts, ts))  # fmt: skip
+                event_rows.append(_row(_int4(vm_id), _text(vm.ref.hypervisor), ts,
+                                       _text("inventory_first_seen"), _text(str(kind)),
+                                       _text(str(kind)), _NULL, _text(str(count))))  # fmt: skip
+            if n % every == 0:
+                log(f"seed: {n:,}/{len(vm_ids):,} VMs, {items.rows:,} item rows")
     for table, columns, rows in (("inventory_sets", SETS_COLUMNS, set_rows),
                                  ("events", EVENTS_COLUMNS, event_rows)):  # fmt: skip
-        copy = _Copy(cur, table, columns)
-        for row in rows:
-            copy.add(row)
-        copy.close()
+        with _Copy(cur, table, columns) as copy:
+            for row in rows:
+                copy.add(row)
     return len(vm_ids), items.rows, len(set_rows), len(event_rows)
 
 
