@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import statistics
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -271,6 +273,11 @@ def timed(fn: Callable[[], bytes]) -> tuple[Timing, bytes]:
     return Timing(time.perf_counter() - wall, time.process_time() - cpu), body
 
 
+def rss() -> int:
+    """Resident set size in bytes (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def median(timings: list[Timing]) -> Timing:
     return Timing(
         statistics.median(t.wall for t in timings), statistics.median(t.cpu for t in timings)
@@ -312,7 +319,12 @@ def main() -> int:
     def openmetrics() -> bytes:
         return metrics.render(OPENMETRICS)[0]
 
+    before = rss()
     cold, page = timed(text)
+    del page
+    gc.collect()
+    cache = rss() - before
+    page = text()
     assert page == generate_latest(registry), "the pre-rendered page differs"
     warm_om, page_om = timed(openmetrics)
     assert page_om == generate_openmetrics(registry), "the OpenMetrics page differs"
@@ -344,6 +356,7 @@ def main() -> int:
 
     mib = len(page) / (1 << 20)
     print(f"page: {len(page):,} bytes ({mib:.1f} MiB, {len(page) / args.vms:,.0f} B per VM)")
+    print(f"cache (RSS growth from the first render, page freed): {cache / (1 << 20):.0f} MiB")
     print(f"renders (median of {args.repeat} where repeated; old/this in CPU time):")
     print(f"  {'':<52} {'CPU s':>7} {'wall s':>7} {'old/this':>9} {'sections':>9}")
     for label, elapsed, reference, count in rows:
