@@ -405,6 +405,8 @@ class QgaSession:
             raise Disconnected("channel is closed")
         try:
             writer.write(data)
+            if not writer.transport.get_write_buffer_size():
+                return  # all written at once (the usual case): nothing to wait for
             async with asyncio.timeout_at(deadline):
                 await writer.drain()
         except TimeoutError:
