@@ -88,6 +88,7 @@ class TargetRunner:
         emit: Emit,
         polling: PollingConfig,
         clock: Callable[[], float] = time.time,
+        store_backlogged: Callable[[], bool] = lambda: False,
     ) -> None:
         self.vm = vm
         self.driver = driver
@@ -95,6 +96,9 @@ class TargetRunner:
         self.emit = emit
         self.polling = polling
         self.clock = clock
+        #: True while the database writer is far behind: package polls wait (they are the
+        #: big sets; fetching more would only grow the queue), retried at the next cadence.
+        self.store_backlogged = store_backlogged
         #: The driver said the agent is gone (ovirt `uninstalled`): the VM is `gone`, not
         #: down, but heartbeats continue so that a reinstalled agent brings it back.
         self.agent_gone = False
@@ -172,6 +176,9 @@ class TargetRunner:
 
     async def poll(self, group: PollGroup) -> None:
         if self.vm.liveness.state is State.GONE:
+            return
+        if group is PollGroup.PACKAGES and self.store_backlogged():
+            self.fleet.polls_deferred[group.value] += 1
             return
         kinds = GROUP_KINDS[group]
         started = time.monotonic()

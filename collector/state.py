@@ -116,6 +116,8 @@ class FleetState:
     #: Channel faults a driver absorbed (resync after garbage, oversize, timeout, ...).
     channel_faults: Counter[str] = field(default_factory=Counter)
     poll_durations: dict[str, Histogram] = field(default_factory=dict)
+    #: Polls not started because the database writer was behind, by poll kind.
+    polls_deferred: Counter[str] = field(default_factory=Counter)
 
     def count_error(self, kind: str, reason: str) -> None:
         self.poll_errors[(kind, reason)] += 1

@@ -478,6 +478,15 @@ class FleetCollector(Collector):
         for reason, count in sorted(self.state.channel_faults.items()):
             faults.add_metric([reason], count)
         yield faults
+        deferred = CounterMetricFamily(
+            "guestwatch_polls_deferred",
+            "Polls not started because the database writer was far behind (package polls; "
+            "retried at the next cadence).",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self.state.polls_deferred.items()):
+            deferred.add_metric([kind], count)
+        yield deferred
         duration = HistogramMetricFamily(
             "guestwatch_poll_duration_seconds",
             "Duration of one poll of one VM, by poll kind (heartbeat, users, memory, ...).",

@@ -10,6 +10,12 @@ Heartbeats and kind successes only ever move a timestamp forward, so a newer one
 queued one for the same VM (and kind) instead of taking a place in the queue: during a database
 outage they cannot crowd inventory out of the bounded queue.
 
+Records weigh what they write: an inventory set counts one per item. A batch stops at
+`max_batch_items` (a 10,000-VM first start would otherwise put millions of package rows in one
+transaction), and `backlog_items` tells the service how far the database is behind, so that it
+can put off fetching more package lists until the writer catches up (memory stays bounded and
+nothing is dropped).
+
 A record the database rejects by its content (not because the database is unreachable) would
 block the queue forever, so a failing batch is halved on each failure to isolate it, and a single
 record that still fails `poison_after` times with a non-transient error is dropped and counted.
@@ -28,7 +34,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
-from storage.records import HeartbeatSeen, KindSucceeded, Record
+from storage.records import HeartbeatSeen, InventoryObserved, KindSucceeded, Record
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +53,20 @@ _DROP_LOG_INTERVAL = 10.0
 class _Slot:
     """A queued record; `count` is how many submitted records it stands for (coalescing)."""
 
-    __slots__ = ("count", "key", "record")
+    __slots__ = ("count", "key", "record", "weight")
 
     def __init__(self, record: Record, key: tuple[str, ...] | None) -> None:
         self.record = record
         self.key = key
         self.count = 1
+        self.weight = _weight(record)
+
+
+def _weight(record: Record) -> int:
+    """Rows a record may write: an inventory set's items, else one."""
+    if isinstance(record, InventoryObserved):
+        return 1 + len(record.facts.items)
+    return 1
 
 
 def _coalesce_key(record: Record) -> tuple[str, ...] | None:
@@ -77,16 +91,18 @@ class Writer:
         store: BatchStore,
         *,
         max_batch: int = 5000,
+        max_batch_items: int = 200_000,
         max_delay: float = 0.5,
         max_queue: int = 200_000,
         retry_initial: float = 0.1,
         retry_max: float = 30.0,
         poison_after: int = 5,
     ) -> None:
-        if max_batch < 1 or max_queue < 1:
-            raise ValueError("max_batch and max_queue must be at least 1")
+        if max_batch < 1 or max_queue < 1 or max_batch_items < 1:
+            raise ValueError("max_batch, max_batch_items and max_queue must be at least 1")
         self._store = store
         self._max_batch = max_batch
+        self._max_batch_items = max_batch_items
         self._max_delay = max_delay
         self._max_queue = max_queue
         self._retry_initial = retry_initial
@@ -103,6 +119,7 @@ class Writer:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._last_drop_log = float("-inf")
         self._drops_unlogged = 0
+        self._backlog_items = 0  # sum of the pending slots' weights
 
         self.written = 0
         self.coalesced = 0
@@ -117,6 +134,11 @@ class Writer:
     @property
     def queue_depth(self) -> int:
         return len(self._pending)
+
+    @property
+    def backlog_items(self) -> int:
+        """Rows waiting to be written (an inventory set counts its items)."""
+        return self._backlog_items
 
     @property
     def running(self) -> bool:
@@ -143,6 +165,7 @@ class Writer:
             return False
         slot = _Slot(record, key)
         self._pending.append(slot)
+        self._backlog_items += slot.weight
         if key is not None:
             self._coalescing[key] = slot
         self._accepted += 1
@@ -222,8 +245,8 @@ class Writer:
                 continue
             await self._gather()
 
-            count = min(size, len(self._pending))
-            slots = list(itertools.islice(self._pending, count))
+            slots = self._take(min(size, len(self._pending)))
+            count = len(slots)
             for slot in slots:  # being written: no longer replaceable
                 if slot.key is not None and self._coalescing.get(slot.key) is slot:
                     del self._coalescing[slot.key]
@@ -246,7 +269,9 @@ class Writer:
                             "storage writer: dropping a %s record the database keeps rejecting",
                             type(batch[0]).__name__,
                         )
-                        self._advance(self._pending.popleft().count, poisoned=True)
+                        poison = self._pending.popleft()
+                        self._backlog_items -= poison.weight
+                        self._advance(poison.count, poisoned=True)
                         head_failures = 0
                         continue
                 delay = min(self._retry_max, self._retry_initial * 2 ** (consecutive - 1))
@@ -266,13 +291,24 @@ class Writer:
             represented = sum(slot.count for slot in slots)
             self.written += represented
             for _ in range(count):
-                self._pending.popleft()
+                self._backlog_items -= self._pending.popleft().weight
             self._advance(represented, poisoned=False)
             if consecutive:
                 log.info("storage writer: writes succeed again after %d failures", consecutive)
             consecutive = 0
             head_failures = 0
             size = min(self._max_batch, size * 2)
+
+    def _take(self, count: int) -> list[_Slot]:
+        """The next batch: up to `count` records and `max_batch_items` rows (at least one)."""
+        slots: list[_Slot] = []
+        weight = 0
+        for slot in itertools.islice(self._pending, count):
+            weight += slot.weight
+            if slots and weight > self._max_batch_items:
+                break
+            slots.append(slot)
+        return slots
 
     async def _gather(self) -> None:
         """Wait for a full batch, `max_delay`, a flush or close: whichever comes first."""

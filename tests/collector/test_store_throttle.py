@@ -106,3 +106,33 @@ def test_successes_are_stored_once_a_minute_and_after_a_status_change() -> None:
     clock.now += 1
     run.record([(FactKind.HOSTNAME, hostname)])  # error -> ok: the success is stored at once
     assert kinds(records) == [KindStatus, KindStatus, KindSucceeded]
+
+
+class PollingDriver(Driver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.polled: list[PollGroup] = []
+
+    async def poll(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
+        self.polled.append(group)
+        return {FactKind.HOSTNAME: fact_set(FactKind.HOSTNAME, [Hostname(name="a")])}
+
+
+async def test_package_polls_wait_while_the_database_writer_is_far_behind() -> None:
+    backlogged = True
+    target = Target("vm", "qga", "/nonexistent", "persistent", "host")
+    ref = VmRef(key="host/vm", name="vm", hypervisor="host", protocol="qga", uuid=None)
+    vm = VmState(target=target, ref=ref, liveness=Liveness(late_after=1, down_after=3, now=0.0))
+    driver = PollingDriver()
+    fleet = FleetState()
+    run = TargetRunner(
+        vm, driver=driver, fleet=fleet, emit=lambda r: None, polling=PollingConfig(),
+        store_backlogged=lambda: backlogged,
+    )  # fmt: skip
+    await run.poll(PollGroup.PACKAGES)
+    await run.poll(PollGroup.SYSTEM)  # small sets still go
+    assert driver.polled == [PollGroup.SYSTEM]
+    assert fleet.polls_deferred == {"packages": 1}
+    backlogged = False
+    await run.poll(PollGroup.PACKAGES)
+    assert driver.polled == [PollGroup.SYSTEM, PollGroup.PACKAGES]

@@ -255,3 +255,40 @@ async def test_writer_with_a_real_store(tmp_path: Path) -> None:
     assert store.samples("web-1", "m")[-1].value == 4.0
     assert [e.type for e in store.events()] == ["package_upgraded", "inventory_first_seen"]
     store.close()
+
+
+def packages_observed(at: float, count: int) -> Record:
+    items = [Package(name=f"p{i}", version="1", manager="dpkg") for i in range(count)]
+    return observed(vm(f"vm-{at}"), at, FactKind.PACKAGES, items)
+
+
+async def test_batches_stop_at_max_batch_items_and_the_backlog_counts_rows() -> None:
+    gate = threading.Event()
+    store = FakeStore(gate=gate)
+    writer = Writer(store, max_batch=100, max_batch_items=1000, max_delay=0.01)
+    writer.start()
+    big = [packages_observed(T0 + i, 400) for i in range(5)]  # 401 rows each
+    small = records_(3, start=T0 + 100)
+    for record in [*big, *small]:
+        writer.submit(record)
+    assert writer.backlog_items == 5 * 401 + 3
+    gate.set()
+    await asyncio.wait_for(writer.flush(), 5)
+    assert [len(b) for b in store.batches] == [2, 2, 4]  # 802, 802, then 401 + 3 rows
+    assert store.written == [*big, *small]
+    assert writer.backlog_items == 0
+    single = packages_observed(T0 + 200, 5000)  # heavier than a batch: still written alone
+    writer.submit(single)
+    await asyncio.wait_for(writer.flush(), 5)
+    assert store.batches[-1] == [single] and writer.backlog_items == 0
+    await writer.close()
+
+
+async def test_a_poisoned_record_leaves_the_backlog() -> None:
+    store = FakeStore(poison={T0 + 1})
+    writer = Writer(store, max_delay=0.01, retry_initial=0.001, retry_max=0.002, poison_after=2)
+    writer.start()
+    writer.submit(packages_observed(T0 + 1, 10))
+    await asyncio.wait_for(writer.flush(), 5)
+    assert (writer.poisoned, writer.backlog_items) == (1, 0)
+    await writer.close()
