@@ -1,8 +1,9 @@
 """Many collectors, one PostgreSQL: the database side of a fleet at the default cadences.
 
 Each collector is a process with its own `Store`, writing exactly the records a guestwatch
-service emits after its digest check (heartbeats, successful polls, samples, and inventory
-sets only when they changed) for its share of VMs, in one transaction per half second as the
+service emits after its digest check (last-seen heartbeats and per-kind successes at most once
+a minute per VM and kind as `collector.runner` stores them, samples, and inventory sets only
+when they changed) for its share of VMs, in one transaction per half second as the
 writer does (at most 5,000 records each). Polling itself is not simulated here
 (bench/qga_round.py measures that); this measures what PostgreSQL sustains.
 
@@ -73,7 +74,8 @@ from bench.scaleseed import (
     verify_schema,
     verify_seed,
 )
-from collector.facts import FactKind, UserSession, fact_set
+from collector.facts import GROUP_KINDS, FactKind, PollGroup, UserSession, fact_set
+from collector.runner import STORE_TIMESTAMPS_EVERY
 from storage.records import (
     HeartbeatSeen,
     InventoryObserved,
@@ -90,6 +92,9 @@ CADENCES = {  # the service's defaults, seconds
     "packages": 3600.0,
 }  # fmt: skip
 MAX_BATCH = 5000  # the writer's max_batch
+#: How often the service stores a VM's last-seen heartbeat and each kind's last success.
+STORED = {"heartbeat": max(CADENCES["heartbeat"], STORE_TIMESTAMPS_EVERY),
+          "users": max(CADENCES["users"], STORE_TIMESTAMPS_EVERY)}  # fmt: skip
 # Default drift per VM per hour (the simulator's DriftRates per step of one hour).
 UPGRADES_PER_HOUR, INSTALLS_PER_HOUR, REMOVALS_PER_HOUR = 3.0, 0.3, 0.2
 IP_CHANGES_PER_HOUR, LOGINS_PER_HOUR = 0.02, 0.2
@@ -133,6 +138,11 @@ def drift_packages(vm: SimVm, rng: random.Random, hours: float) -> bool:
     return bool(upgrades or installs or removals)
 
 
+def succeeded(vm: SimVm, now: float, group: PollGroup) -> list[Record]:
+    """One success per kind of the group (cadences of a minute or more: each is stored)."""
+    return [KindSucceeded(vm.ref, now, kind) for kind in GROUP_KINDS[group]]
+
+
 class Ticks:
     """The records of one collector's fleet, tick by tick: each VM sits in one slot per
     cadence (its phase), so a tick visits only the VMs that are due."""
@@ -140,7 +150,10 @@ class Ticks:
     def __init__(self, fleet: list[SimVm], rng: random.Random) -> None:
         self.rng = rng
         self.slots: dict[str, list[list[SimVm]]] = {}
-        for cadence, interval in CADENCES.items():
+        for cadence, interval in [
+            *CADENCES.items(),
+            *(("stored " + c, i) for c, i in STORED.items()),
+        ]:
             ticks = round(interval / FLUSH_SECONDS)
             slots: list[list[SimVm]] = [[] for _ in range(ticks)]
             for vm in fleet:
@@ -153,24 +166,27 @@ class Ticks:
 
     def records(self, tick: int) -> list[Record]:
         rng, now = self.rng, time.time()
-        records: list[Record] = [HeartbeatSeen(vm.ref, now) for vm in self.due("heartbeat", tick)]
+        records: list[Record] = [
+            HeartbeatSeen(vm.ref, now) for vm in self.due("stored heartbeat", tick)
+        ]
+        records.extend(KindSucceeded(vm.ref, now, FactKind.USERS)
+                       for vm in self.due("stored users", tick))  # fmt: skip
         for vm in self.due("users", tick):
-            records.append(KindSucceeded(vm.ref, now, FactKind.OS))
             if drift_users(vm, rng, CADENCES["users"] / 3600):
                 records.append(InventoryObserved(vm.ref, now, fact_set(FactKind.USERS, vm.users)))
         for vm in self.due("memory", tick):
-            records.append(KindSucceeded(vm.ref, now, FactKind.OS))
+            records.extend(succeeded(vm, now, PollGroup.MEMORY))
             records.append(SamplesObserved(vm.ref, now, tuple(
                 Sample(m, "", float(rng.randint(1, 1 << 33)))
                 for m in ("memory_total_bytes", "memory_available_bytes", "memory_free_bytes",
                           "swap_free_bytes"))))  # fmt: skip
         for vm in self.due("filesystems", tick):
-            records.append(KindSucceeded(vm.ref, now, FactKind.OS))
+            records.extend(succeeded(vm, now, PollGroup.FILESYSTEMS))
             records.append(SamplesObserved(vm.ref, now, tuple(
                 Sample("filesystem_used_bytes", m, float(rng.randint(1 << 30, 40 << 30)))
                 for m in vm.mountpoints())))  # fmt: skip
         for vm in self.due("system", tick):
-            records.append(KindSucceeded(vm.ref, now, FactKind.OS))
+            records.extend(succeeded(vm, now, PollGroup.SYSTEM))
             records.append(SamplesObserved(vm.ref, now, tuple(
                 Sample(m, f"eth{i}", float(rng.randint(0, 1 << 40)))
                 for i in range(vm.nics)
@@ -178,7 +194,7 @@ class Ticks:
             if drift_system(vm, rng, CADENCES["system"] / 3600):
                 records.extend(InventoryObserved(vm.ref, now, f) for f in vm.system_sets())
         for vm in self.due("packages", tick):
-            records.append(KindSucceeded(vm.ref, now, FactKind.PACKAGES))
+            records.extend(succeeded(vm, now, PollGroup.PACKAGES))
             if drift_packages(vm, rng, CADENCES["packages"] / 3600):
                 records.append(InventoryObserved(vm.ref, now, vm.package_set()))
         return records
