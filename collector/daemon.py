@@ -15,6 +15,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from collector import gctune
 from collector.alerting import Alerting
 from collector.config import Config
 from collector.service import DriverFactory, Service, default_driver_factory
@@ -103,8 +104,10 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 async def run_service(config: Config) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
+    gctune.tune()
     try:
         async with running(config):
+            gctune.freeze_startup()
             await stop.wait()
     except (SchemaOutOfDate, WebConfigError) as exc:
         log.error("%s", exc)

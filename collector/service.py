@@ -42,7 +42,8 @@ STARTUP_SPREAD_SECONDS = 5.0
 #: 120 s rounds over the whole interval instead of bunching them into 5 s for ever.
 STARTUP_SPREAD_PER_VM = 0.012
 #: Rows waiting for the database writer beyond which package polls wait (a first start of
-#: 10,000 VMs on an empty database is 15 million package rows; see `storage.writer`).
+#: 10,000 VMs on an empty database is 15 million package rows; see `storage.writer`); they
+#: also wait while the writer's queue is more than half full.
 STORE_BACKLOG_ROWS = 1_000_000
 
 
@@ -240,7 +241,10 @@ class Service:
             cadence.add(name, _job_of(runner, group), first_in=phase)
 
     def _store_backlogged(self) -> bool:
-        backlogged = self.writer.backlog_items > STORE_BACKLOG_ROWS
+        writer = self.writer
+        backlogged = (
+            writer.backlog_items > STORE_BACKLOG_ROWS or writer.queue_depth > writer.max_queue // 2
+        )
         if backlogged != self._backlogged:
             self._backlogged = backlogged
             if backlogged:

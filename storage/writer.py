@@ -136,6 +136,10 @@ class Writer:
         return len(self._pending)
 
     @property
+    def max_queue(self) -> int:
+        return self._max_queue
+
+    @property
     def backlog_items(self) -> int:
         """Rows waiting to be written (an inventory set counts its items)."""
         return self._backlog_items
