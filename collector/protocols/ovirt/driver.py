@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -94,7 +95,7 @@ class OvirtDriver:
         self._on_fault = on_fault
         self._clock = clock
         self._wall = wall_clock
-        self.facts: dict[FactKind, FactSet] = {}
+        self._facts: dict[FactKind, FactSet] = {}
         self.containers: tuple[dict[str, str], ...] = ()
         #: The version both sides speak, as last sent in `api-version` (0 until then).
         self.api_version = 0
@@ -110,11 +111,21 @@ class OvirtDriver:
         self._os_version = ""
         self._os_info: dict[str, Any] | None = None
         self._applied: dict[str, bytes] = {}
+        #: The last valid `applications` line, compressed, until a packages poll parses it.
+        self._applications: bytes | None = None
+        self._line = b""  # the line being applied
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._last_error = "not connected yet"
         self._attempted = False
+
+    @property
+    def facts(self) -> dict[FactKind, FactSet]:
+        """The latest pushed facts by kind (a pending package list is parsed first)."""
+        if self._applications is not None:
+            self._parse_applications()
+        return self._facts
 
     # -- the runner's side ---------------------------------------------------------------
 
@@ -141,7 +152,27 @@ class OvirtDriver:
             if not self._attempted:
                 return {}  # the first connection is still being made: nothing to say yet
             raise DriverError("connect", self._last_error)
-        return {kind: self.facts[kind] for kind in GROUP_KINDS[group] if kind in self.facts}
+        kinds = GROUP_KINDS[group]
+        if FactKind.PACKAGES in kinds and self._applications is not None:
+            self._parse_applications()
+        return {kind: self._facts[kind] for kind in kinds if kind in self._facts}
+
+    def _parse_applications(self) -> None:
+        """Packages from the last `applications` line, parsed when a poll asks for them.
+
+        Agents push their package list on connect: 10,000 parsed lists waiting for their
+        packages poll (an hour by default) would be gigabytes of objects; the compressed
+        line is a few kilobytes. It was validated when it arrived.
+        """
+        line, self._applications = self._applications, None
+        assert line is not None
+        try:
+            packages, _ = parse.parse_applications(json.loads(zlib.decompress(line)))
+        except Exception:  # validated on arrival: cannot happen, but never take a poll down
+            self._fault("invalid")
+            log.debug("ovirt: applications failed to parse again", exc_info=True)
+            return
+        self._set(FactKind.PACKAGES, list(packages))
 
     async def close(self) -> None:
         self._closed = True
@@ -255,6 +286,7 @@ class OvirtDriver:
         name = scrub_text(message["__name__"], 64)
         if name != "heartbeat" and self._applied.get(name) == digest:
             return  # a repeat of the message last applied (refresh, periodic resend)
+        self._line = line
         try:
             self._dispatch(name, message)
         except parse.MessageError as exc:
@@ -269,7 +301,7 @@ class OvirtDriver:
             self._applied[name] = digest
 
     def _set(self, kind: FactKind, items: list[Any]) -> None:
-        self.facts[kind] = fact_set(kind, items)
+        self._facts[kind] = fact_set(kind, items)
 
     def _dispatch(self, name: str, args: dict[str, Any]) -> None:
         if name == "heartbeat":
@@ -293,16 +325,16 @@ class OvirtDriver:
         elif name == "network-interfaces":
             self._set(FactKind.NETWORK, list(parse.parse_interfaces(args)))
         elif name == "applications":
-            packages, cut = parse.parse_applications(args)
+            _, cut = parse.parse_applications(args)  # validated now, kept compressed
             if cut:
                 self._fault("truncated")
-            self._set(FactKind.PACKAGES, list(packages))
+            self._applications = zlib.compress(self._line, 1)
         elif name == "disks-usage":
             filesystems, disks = parse.parse_disks(args)
             self._set(FactKind.FILESYSTEMS, list(filesystems))
             self._set(FactKind.DISKS, list(disks))
         elif name == "active-user":
-            previous = self.facts.get(FactKind.USERS)
+            previous = self._facts.get(FactKind.USERS)
             sessions = [
                 s for s in (previous.items if previous else ()) if isinstance(s, UserSession)
             ]
@@ -341,7 +373,7 @@ class OvirtDriver:
             self.send("api-version", apiVersion=wanted)
         memory = parse.parse_memory(args)
         if memory is not None:
-            self.facts[FactKind.MEMORY] = FactSet(FactKind.MEMORY, (memory,))
+            self._facts[FactKind.MEMORY] = FactSet(FactKind.MEMORY, (memory,))
 
 
 def create_driver(target: Target, config: Config, on_fault: FaultHook) -> OvirtDriver:

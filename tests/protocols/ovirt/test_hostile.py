@@ -317,3 +317,24 @@ async def test_unknown_message_names_cost_no_memory(
     await settle(driver, 2001)
     assert (await facts(driver, PollGroup.SYSTEM))[FactKind.CPUS] == [Cpus(online=2, total=2)]
     assert set(driver._applied) <= {"number-of-cpus"}
+
+
+async def test_a_pushed_package_list_waits_compressed_until_a_packages_poll(
+    agent: ScriptedAgent, driver: OvirtDriver, faults: list[str]
+) -> None:
+    await start(agent, driver)
+    apps = [f"package{i}-1.{i}-1" for i in range(2000)]
+    line = msg("applications", applications=apps)
+    await agent.push(line)
+    await settle(driver, 1)
+    assert FactKind.PACKAGES not in driver._facts  # not parsed into objects yet
+    assert driver._applications is not None and len(driver._applications) < len(line) / 4
+    await agent.push(msg("applications", applications="not a list"))
+    await settle(driver, 2)  # an invalid list is rejected on arrival: the good one stays
+    assert faults == ["invalid"]
+    got = (await facts(driver, PollGroup.PACKAGES))[FactKind.PACKAGES]
+    assert len(got) == 2000
+    assert got[0] == Package(
+        name="package0", version="1.0-1", manager="ovirt", raw="package0-1.0-1"
+    )
+    assert driver._applications is None
