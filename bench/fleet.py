@@ -5,9 +5,10 @@ Starts `guestwatch simulate` (N agents, qga and ovirt mixed, default drift) and
 the design's cadences: heartbeat 5 s, every inventory group 120 s. The warm-up lasts until
 every VM's first package list is in the database and the write queue has drained (at least
 `--warmup` seconds; its length is printed: it is the cost of a first start on an empty
-database). Then it measures phase A (every agent healthy) and phase B (a
-fraction of the agents hanging: they accept and read, never answer or push), sampling the
-collector's /proc entry every second and scraping /metrics every few seconds.
+database, or of a restart from `--database`'s copy). Then it measures phase A (every agent
+healthy) and phase B (a fraction of the agents hanging: they accept and read, never answer
+or push), sampling the collector's /proc entry every second and scraping /metrics every few
+seconds.
 
 Prints: collector CPU (average % of one core) and peak RSS, heartbeat staleness p50/p99
 (scrape time minus each up VM's last heartbeat; in phase B over the healthy agents),
@@ -207,12 +208,20 @@ def main() -> int:
     parser.add_argument("--sim-processes", type=int, default=2)
     parser.add_argument("--scrape-every", type=float, default=10.0)
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--database",
+        type=Path,
+        help="start from a copy of this bench.db (a --keep run's, same --agents and --seed): "
+        "a restart with the fleet already stored, without the first start's writes",
+    )
     args = parser.parse_args()
 
     directory = Path(tempfile.mkdtemp(prefix="gwbench-", dir="/tmp"))
     (directory / "sockets").mkdir()
     port = free_port()
     (directory / "bench.toml").write_text(config_text(directory, port))
+    if args.database is not None:
+        shutil.copyfile(args.database, directory / "bench.db")
     load_before = os.getloadavg()
     hang_spec = f"hang={args.hang_fraction}@usr1"  # signalled when phase A ends
     spec = parse_fault(hang_spec)
@@ -376,7 +385,8 @@ def report(
     total_wall = sum(p.ended - p.started for p in phases)
     print(
         f"measured {total_wall:.0f} s after a {args.warmed_after:.0f} s warm-up (every VM's "
-        "first inventory written, from an empty database)"
+        "first inventory written, "
+        + ("from a stored fleet)" if args.database else "from an empty database)")
     )
     print(
         f"collector CPU: {100 * total_cpu / total_wall:.1f}% of one core on average (target <= 25%)"
