@@ -2,7 +2,7 @@
 
 Each collector is a process with its own `Store`, writing exactly the records a guestwatch
 service emits after its digest check (last-seen heartbeats and per-kind successes at most once
-a minute per VM and kind as `collector.runner` stores them, samples, and inventory sets only
+five minutes per VM and kind as `collector.runner` stores them, samples, and inventory sets only
 when they changed) for its share of VMs, in one transaction per half second as the
 writer does (at most 5,000 records each). Polling itself is not simulated here
 (bench/qga_round.py measures that); this measures what PostgreSQL sustains.
@@ -93,8 +93,7 @@ CADENCES = {  # the service's defaults, seconds
 }  # fmt: skip
 MAX_BATCH = 5000  # the writer's max_batch
 #: How often the service stores a VM's last-seen heartbeat and each kind's last success.
-STORED = {"heartbeat": max(CADENCES["heartbeat"], STORE_TIMESTAMPS_EVERY),
-          "users": max(CADENCES["users"], STORE_TIMESTAMPS_EVERY)}  # fmt: skip
+STORED = {cadence: max(interval, STORE_TIMESTAMPS_EVERY) for cadence, interval in CADENCES.items()}
 # Default drift per VM per hour (the simulator's DriftRates per step of one hour).
 UPGRADES_PER_HOUR, INSTALLS_PER_HOUR, REMOVALS_PER_HOUR = 3.0, 0.3, 0.2
 IP_CHANGES_PER_HOUR, LOGINS_PER_HOUR = 0.02, 0.2
@@ -139,7 +138,7 @@ def drift_packages(vm: SimVm, rng: random.Random, hours: float) -> bool:
 
 
 def succeeded(vm: SimVm, now: float, group: PollGroup) -> list[Record]:
-    """One success per kind of the group (cadences of a minute or more: each is stored)."""
+    """One success per kind of the group, as the runner stores them (every few minutes)."""
     return [KindSucceeded(vm.ref, now, kind) for kind in GROUP_KINDS[group]]
 
 
@@ -169,24 +168,23 @@ class Ticks:
         records: list[Record] = [
             HeartbeatSeen(vm.ref, now) for vm in self.due("stored heartbeat", tick)
         ]
-        records.extend(KindSucceeded(vm.ref, now, FactKind.USERS)
-                       for vm in self.due("stored users", tick))  # fmt: skip
+        for group in PollGroup:
+            if group is not PollGroup.HEARTBEAT:
+                for vm in self.due("stored " + group.value, tick):
+                    records.extend(succeeded(vm, now, group))
         for vm in self.due("users", tick):
             if drift_users(vm, rng, CADENCES["users"] / 3600):
                 records.append(InventoryObserved(vm.ref, now, fact_set(FactKind.USERS, vm.users)))
         for vm in self.due("memory", tick):
-            records.extend(succeeded(vm, now, PollGroup.MEMORY))
             records.append(SamplesObserved(vm.ref, now, tuple(
                 Sample(m, "", float(rng.randint(1, 1 << 33)))
                 for m in ("memory_total_bytes", "memory_available_bytes", "memory_free_bytes",
                           "swap_free_bytes"))))  # fmt: skip
         for vm in self.due("filesystems", tick):
-            records.extend(succeeded(vm, now, PollGroup.FILESYSTEMS))
             records.append(SamplesObserved(vm.ref, now, tuple(
                 Sample("filesystem_used_bytes", m, float(rng.randint(1 << 30, 40 << 30)))
                 for m in vm.mountpoints())))  # fmt: skip
         for vm in self.due("system", tick):
-            records.extend(succeeded(vm, now, PollGroup.SYSTEM))
             records.append(SamplesObserved(vm.ref, now, tuple(
                 Sample(m, f"eth{i}", float(rng.randint(0, 1 << 40)))
                 for i in range(vm.nics)
@@ -194,7 +192,6 @@ class Ticks:
             if drift_system(vm, rng, CADENCES["system"] / 3600):
                 records.extend(InventoryObserved(vm.ref, now, f) for f in vm.system_sets())
         for vm in self.due("packages", tick):
-            records.extend(succeeded(vm, now, PollGroup.PACKAGES))
             if drift_packages(vm, rng, CADENCES["packages"] / 3600):
                 records.append(InventoryObserved(vm.ref, now, vm.package_set()))
         return records
