@@ -44,7 +44,7 @@ STARTUP_SPREAD_PER_VM = 0.012
 #: Rows waiting for the database writer beyond which package polls wait (a first start of
 #: 10,000 VMs on an empty database is 15 million package rows; see `storage.writer`); they
 #: also wait while the writer's queue is more than half full.
-STORE_BACKLOG_ROWS = 1_000_000
+STORE_BACKLOG_ROWS = 400_000
 
 
 def default_driver_factory(target: Target, config: Config, on_fault: FaultHook) -> Driver:
