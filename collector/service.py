@@ -136,6 +136,10 @@ class Service:
     async def stop(self) -> None:
         """Stop polling, close every channel, then flush every pending write."""
         if self.scheduler.running:
+            # Job runs already handed to the loop finish first: shutdown() would cancel them,
+            # and APScheduler logs each cancelled run as an error with a traceback.
+            self.scheduler.pause()
+            await asyncio.sleep(0)
             self.scheduler.shutdown(wait=False)
         # Runs in progress unwind before channels close under them.
         await asyncio.gather(*(cadence.stop() for cadence in self.cadences.values()))

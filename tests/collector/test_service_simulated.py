@@ -176,3 +176,25 @@ async def test_package_drift_is_history_and_show_at_returns_the_earlier_set(
     assert cli_main(["--config", str(config_file), "show", name]) == 0
     table = capsys.readouterr().out
     assert f"packages ({len(after)})" in table
+
+
+async def test_stopping_with_scheduler_runs_handed_to_the_loop_logs_no_error(
+    base: Path, fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    from collector.daemon import open_store
+    from collector.service import Service
+
+    config = fast_config(base)
+    store = open_store(config)
+    service = Service(config, store)
+    await service.start()
+    try:
+        now = datetime.now(UTC)
+        for job in service.scheduler.get_jobs():
+            job.modify(next_run_time=now)
+        service.scheduler.wakeup()  # every due job is now a task the loop has not run yet
+    finally:
+        with caplog.at_level("ERROR"):
+            await service.stop()
+        store.close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
