@@ -246,8 +246,11 @@ class Service:
 
     def _store_backlogged(self) -> bool:
         writer = self.writer
+        # Hysteresis: once waiting, polls resume below half the thresholds (no log flapping).
+        scale = 2 if self._backlogged else 1
         backlogged = (
-            writer.backlog_items > STORE_BACKLOG_ROWS or writer.queue_depth > writer.max_queue // 2
+            writer.backlog_items * scale > STORE_BACKLOG_ROWS
+            or writer.queue_depth * scale > writer.max_queue // 2
         )
         if backlogged != self._backlogged:
             self._backlogged = backlogged

@@ -4,15 +4,24 @@ transitions, status changes and first answers reach it at once."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from collector.config import PollingConfig
 from collector.driver import DriverError
-from collector.facts import FactKind, Hostname, OsInfo, Outcome, PollGroup, fact_set
+from collector.facts import FactKind, Hostname, OsInfo, Outcome, Package, PollGroup, fact_set
 from collector.liveness import Liveness
 from collector.runner import STORE_TIMESTAMPS_EVERY, TargetRunner
 from collector.state import FleetState, VmState
 from collector.targets import Target
-from storage.records import HeartbeatSeen, KindStatus, KindSucceeded, LivenessChanged, Record, VmRef
+from storage.records import (
+    HeartbeatSeen,
+    InventoryObserved,
+    KindStatus,
+    KindSucceeded,
+    LivenessChanged,
+    Record,
+    VmRef,
+)
 
 
 class Clock:
@@ -136,3 +145,24 @@ async def test_package_polls_wait_while_the_database_writer_is_far_behind() -> N
     backlogged = False
     await run.poll(PollGroup.PACKAGES)
     assert driver.polled == [PollGroup.SYSTEM, PollGroup.PACKAGES]
+
+
+def test_the_service_defers_package_polls_with_hysteresis(tmp_path: Path) -> None:
+    from collector.config import from_dict
+    from collector.service import STORE_BACKLOG_ROWS, Service
+
+    config = from_dict({"storage": {"url": f"sqlite:///{tmp_path / 'gw.db'}"}})
+    service = Service(config, store=None)  # type: ignore[arg-type]  # the writer never writes
+    writer = service.writer
+    ref = VmRef(key="host/vm", name="vm", hypervisor="host", protocol="qga", uuid=None)
+    big = fact_set(
+        FactKind.PACKAGES,
+        [Package(name=f"p{i}", version="1", manager="dpkg") for i in range(STORE_BACKLOG_ROWS)],
+    )
+    assert not service._store_backlogged()
+    writer.submit(InventoryObserved(ref, 1.0, big))  # one row more than the threshold
+    assert service._store_backlogged()
+    writer._backlog_items = STORE_BACKLOG_ROWS * 3 // 4  # partly written: still waiting
+    assert service._store_backlogged()
+    writer._backlog_items = STORE_BACKLOG_ROWS // 2 - 1
+    assert not service._store_backlogged()
