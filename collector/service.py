@@ -36,10 +36,12 @@ log = logging.getLogger(__name__)
 DriverFactory = Callable[[Target, Config, FaultHook], Driver]
 #: How long a gone VM stays visible (as `gone`) before it is dropped from metrics.
 GONE_RETENTION_SECONDS = 3600.0
-#: First polls of a newly discovered VM are spread over at most this many seconds.
+#: First polls of a newly discovered VM are spread over at most this many seconds (or each
+#: cadence's interval when shorter) ...
 STARTUP_SPREAD_SECONDS = 5.0
-#: ... or, for a large fleet, this much per VM (up to each interval): 10,000 VMs spread their
-#: 120 s rounds over the whole interval instead of bunching them into 5 s for ever.
+#: ... or, when many start at once, over this much per VM, whatever the interval: 10,000 VMs
+#: start over two minutes (about 80 connections, syncs and first polls a second) instead of
+#: opening every channel within one 5 s heartbeat interval, and their rounds stay spread.
 STARTUP_SPREAD_PER_VM = 0.012
 #: Rows waiting for the database writer beyond which package polls wait (a first start of
 #: 10,000 VMs on an empty database is 15 million package rows; see `storage.writer`); they
@@ -94,7 +96,7 @@ class Service:
         }
         self._digests: dict[tuple[str, FactKind], bytes] = {}
         self._last_heartbeats: dict[str, float] = {}
-        self._spread = STARTUP_SPREAD_SECONDS
+        self._fleet_spread = 0.0
         self._backlogged = False
         self.started = False
 
@@ -170,7 +172,8 @@ class Service:
 
             for name, target in libvirt_targets(self.config).items():
                 present.setdefault(name, target)
-        self._spread = max(STARTUP_SPREAD_SECONDS, len(present) * STARTUP_SPREAD_PER_VM)
+        # Spread by how many start now: the whole fleet at start-up, one VM when one appears.
+        self._fleet_spread = sum(n not in self.runners for n in present) * STARTUP_SPREAD_PER_VM
         for name, target in present.items():
             runner = self.runners.get(name)
             if runner is None or runner.vm.target != target:
@@ -237,7 +240,8 @@ class Service:
         name = runner.name
         rng = random.Random(zlib.crc32(name.encode()))  # noqa: S311 - scheduling jitter only
         for group, cadence in self.cadences.items():
-            phase = rng.uniform(0, min(cadence.interval, self._spread))
+            spread = max(min(cadence.interval, STARTUP_SPREAD_SECONDS), self._fleet_spread)
+            phase = rng.uniform(0, spread)
             if group not in (PollGroup.HEARTBEAT, PollGroup.SYSTEM):
                 # After the first system poll has told the OS, which decides how packages
                 # and memory are read.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,42 @@ async def test_stop_cancels_runs_in_progress() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Cadence("x", 0.0)
+
+
+class _IdleDriver:
+    async def heartbeat(self) -> None:
+        return None
+
+    async def poll(self, group: object, known_os: object) -> dict[object, object]:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_fleet_starting_at_once_spreads_its_first_runs_one_new_vm_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector import service as service_module
+    from collector.config import from_dict
+    from collector.facts import PollGroup
+    from collector.service import STARTUP_SPREAD_PER_VM, Service
+    from collector.targets import Target
+
+    targets = {
+        f"vm{i}": Target(f"vm{i}", "qga", f"/run/vm{i}.qga", "persistent", "h") for i in range(2000)
+    }
+    monkeypatch.setattr(service_module, "discover", lambda config: dict(targets))
+    monkeypatch.setattr(service_module, "socket_exists", lambda path: True)
+    config = from_dict({"storage": {"url": f"sqlite:///{tmp_path / 'gw.db'}"}})
+    service = Service(config, store=None, driver_factory=lambda *a: _IdleDriver())  # type: ignore[arg-type]
+    heartbeat = service.cadences[PollGroup.HEARTBEAT]
+    started = heartbeat.clock()
+    service.scan()
+    first = [heartbeat._base[name] - started for name in targets]
+    spread = 2000 * STARTUP_SPREAD_PER_VM  # 24 s, longer than the 5 s heartbeat interval
+    assert max(first) <= spread + 0.1 and max(first) > spread * 0.9
+    assert sum(f > 5.0 for f in first) > 1000  # not all channels opened in one interval
+    targets["late"] = Target("late", "qga", "/run/late.qga", "persistent", "h")
+    service.scan()  # one VM appears later: polled within one heartbeat interval
+    assert heartbeat._base["late"] - heartbeat.clock() <= 5.0
