@@ -183,7 +183,8 @@ class QgaInventory:
         return {FactKind.USERS: self._facts(FactKind.USERS, reply, parse_users)}
 
     async def memory(self) -> dict[FactKind, Outcome]:
-        if self.last_os is not None and self.last_os.id.strip().lower() == "mswindows":
+        known = await self._known_os()  # unknown (osinfo disabled): try /proc/meminfo anyway
+        if isinstance(known, OsInfo) and known.id.strip().lower() == "mswindows":
             return {FactKind.MEMORY: Unavailable("unsupported os")}  # no /proc/meminfo there
         data = await self._read_file(MEMINFO_PATH, self.max_meminfo_bytes, 64 * 1024)
         if not isinstance(data, bytes):
@@ -236,15 +237,11 @@ class QgaInventory:
 
     async def packages(self, os_info: OsInfo | None = None) -> dict[FactKind, Outcome]:
         """Packages by OS family: dpkg status file, or `rpm -qa` through guest-exec."""
-        known = os_info or self.last_os
-        if known is None:
-            (reply,) = await self.session.execute_many([("guest-get-osinfo", None)])
-            outcome = self._facts(FactKind.OS, reply, parse_osinfo)
-            if not isinstance(outcome, FactSet):
-                return {FactKind.PACKAGES: outcome}
-            item = outcome.items[0]
-            assert isinstance(item, OsInfo)
-            known = self.last_os = item
+        if os_info is not None:
+            self.last_os = os_info
+        known = await self._known_os()
+        if not isinstance(known, OsInfo):
+            return {FactKind.PACKAGES: known}
         family = package_family(known)
         outcome_: Outcome
         if family == "dpkg":
@@ -286,6 +283,19 @@ class QgaInventory:
         return outcome
 
     # -- building blocks ---------------------------------------------------------------------
+
+    async def _known_os(self) -> OsInfo | Unavailable | PollError:
+        """The guest's OS (how packages and memory are read): the last one seen, else asked."""
+        if self.last_os is not None:
+            return self.last_os
+        (reply,) = await self.session.execute_many([("guest-get-osinfo", None)])
+        outcome = self._facts(FactKind.OS, reply, parse_osinfo)
+        if not isinstance(outcome, FactSet):
+            return outcome
+        item = outcome.items[0]
+        assert isinstance(item, OsInfo)
+        self.last_os = item
+        return item
 
     def _facts(self, kind: FactKind, reply: Any, parser: Callable[..., Any]) -> Outcome:
         """Parse one reply into the FactSet of `kind`, or the outcome of its failure."""

@@ -355,3 +355,11 @@ async def test_windows_memory_is_unavailable_once_the_os_is_known(fake_agent: Fa
     await inventory.collect(PollGroup.SYSTEM)
     assert (await inventory.memory()) == {FactKind.MEMORY: Unavailable("unsupported os")}
     assert files.opened == []
+
+
+async def test_windows_memory_before_any_system_poll_asks_the_os_first(fake_agent: FakeFactory):
+    files = GuestFile(MEMINFO)
+    agent = await fake_agent(files, replies={"guest-get-osinfo": {"id": "mswindows"}})
+    inventory = await inventory_for(agent)
+    assert (await inventory.memory()) == {FactKind.MEMORY: Unavailable("unsupported os")}
+    assert files.opened == []  # no guest-file-open of a /proc/meminfo Windows does not have
