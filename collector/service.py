@@ -243,8 +243,8 @@ class Service:
             spread = max(min(cadence.interval, STARTUP_SPREAD_SECONDS), self._fleet_spread)
             phase = rng.uniform(0, spread)
             if group not in (PollGroup.HEARTBEAT, PollGroup.SYSTEM):
-                # After the first system poll has told the OS, which decides how packages
-                # and memory are read.
+                # Usually after the first system poll has told the OS, which decides how
+                # packages and memory are read (when not, those polls ask for it themselves).
                 phase += 1.0
             cadence.add(name, _job_of(runner, group), first_in=phase)
 

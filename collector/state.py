@@ -1,8 +1,10 @@
 """The in-memory current picture that views read: a scrape never waits on an agent.
 
-Pollers write it on the event loop; the metrics collector and fast API paths read it on the
-same loop (or copy it), so there is no locking. Package sets are not kept here (10,000 VMs ×
-1,500 packages): only their digest and counts per manager.
+Pollers write it on the event loop; the fast API paths read it on the same loop. `/metrics`
+renders in a worker thread without a lock: it snapshots the VM list and reads each section's
+key once (`exporters.exposition`): a number, a string, or a fact set, which is replaced and
+never changed in place, so a render never sees half a poll. Package sets are not kept here
+(10,000 VMs × 1,500 packages): only their digest and counts per manager.
 """
 
 from __future__ import annotations
