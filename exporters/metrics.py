@@ -461,32 +461,26 @@ class FleetCollector(Collector):
             yield from self.extra()
 
     def _collector(self) -> Iterator[Metric]:
-        errors = CounterMetricFamily(
+        yield _counted(
             "guestwatch_poll_errors",
             "Failed polls and heartbeats, by fact kind and reason.",
-            labels=["kind", "reason"],
+            ["kind", "reason"],
+            {labels: count for labels, count in self.state.poll_errors.items()},
         )
-        for (kind, reason), count in sorted(self.state.poll_errors.items()):
-            errors.add_metric([kind, reason], count)
-        yield errors
-        faults = CounterMetricFamily(
+        yield _counted(
             "guestwatch_channel_faults",
             "Faults on agent channels (garbage, oversize, timeout, disconnect, ...), each "
             "followed by a resync or reconnect.",
-            labels=["reason"],
+            ["reason"],
+            {(reason,): count for reason, count in self.state.channel_faults.items()},
         )
-        for reason, count in sorted(self.state.channel_faults.items()):
-            faults.add_metric([reason], count)
-        yield faults
-        deferred = CounterMetricFamily(
+        yield _counted(
             "guestwatch_polls_deferred",
             "Polls not started because the database writer was far behind (package polls; "
             "retried at the next cadence).",
-            labels=["kind"],
+            ["kind"],
+            {(kind,): count for kind, count in self.state.polls_deferred.items()},
         )
-        for kind, count in sorted(self.state.polls_deferred.items()):
-            deferred.add_metric([kind], count)
-        yield deferred
         duration = HistogramMetricFamily(
             "guestwatch_poll_duration_seconds",
             "Duration of one poll of one VM, by poll kind (heartbeat, users, memory, ...).",
@@ -498,6 +492,16 @@ class FleetCollector(Collector):
         build = _gauge("build_info", "guestwatch build.", ["version"])
         build.add_metric([__version__], 1)
         yield build
+
+
+def _counted(
+    name: str, doc: str, labels: list[str], counts: Mapping[tuple[str, ...], int]
+) -> CounterMetricFamily:
+    """A counter family from counts by label values, in label order."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, count in sorted(counts.items()):
+        family.add_metric(list(values), count)
+    return family
 
 
 class WriterStats(Protocol):

@@ -297,6 +297,8 @@ class OvirtDriver:
             self._fault("invalid")
             log.debug("ovirt: %s message failed", name, exc_info=True)
             return
+        finally:
+            self._line = b""  # held only while applied: a list line can be a megabyte
         if name in _REPEATABLE:  # guest-chosen names never become keys: bounded memory
             self._applied[name] = digest
 
