@@ -45,8 +45,9 @@ class Cadence:
         self.jitter = jitter * interval
         self.clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - scheduling jitter only
-        #: (due, sequence, member, generation); entries of removed members are skipped.
-        self._heap: list[tuple[float, int, str, int]] = []
+        #: (due, sequence, member, generation, is_retry); entries of removed members are
+        #: skipped, and a retry entry runs once without moving the member's slots.
+        self._heap: list[tuple[float, int, str, int, bool]] = []
         self._members: dict[str, tuple[Job, int]] = {}
         self._base: dict[str, float] = {}  # each member's slot before jitter: no drift
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -71,7 +72,20 @@ class Cadence:
         self._members[member] = (job, self._sequence)
         due = self.clock() + max(0.0, first_in)
         self._base[member] = due
-        heapq.heappush(self._heap, (due, self._sequence, member, self._sequence))
+        heapq.heappush(self._heap, (due, self._sequence, member, self._sequence, False))
+
+    def retry(self, member: str, after: float) -> None:
+        """One extra run of `member` `after` seconds from now; its regular slots stay.
+
+        For a run that chose not to do its work yet (packages waiting for the database
+        writer): with a one-hour interval, waiting for the next slot would be an hour.
+        """
+        entry = self._members.get(member)
+        if entry is None:
+            return
+        self._sequence += 1
+        due = self.clock() + max(0.0, after)
+        heapq.heappush(self._heap, (due, self._sequence, member, entry[1], True))
 
     def remove(self, member: str) -> None:
         """No further runs of `member`; one in progress finishes (its channel closes under it)."""
@@ -87,18 +101,13 @@ class Cadence:
         heap = self._heap
         started = 0
         while heap and heap[0][0] <= now:
-            _, _, member, generation = heapq.heappop(heap)
+            _, _, member, generation, is_retry = heapq.heappop(heap)
             entry = self._members.get(member)
             if entry is None or entry[1] != generation:
                 continue  # removed or replaced since this entry was pushed
             job = entry[0]
-            base = self._base[member] + self.interval
-            if base <= now:  # missed slots (a stalled loop): one run now, then on schedule
-                base += ((now - base) // self.interval + 1) * self.interval
-            self._base[member] = base
-            due = base + (self._rng.uniform(0.0, self.jitter) if self.jitter else 0.0)
-            self._sequence += 1
-            heapq.heappush(heap, (due, self._sequence, member, generation))
+            if not is_retry:
+                self._schedule_next(member, generation, now)
             if member in self._running:
                 self.overruns += 1
                 continue
@@ -109,6 +118,15 @@ class Cadence:
         if len(heap) > 2 * len(self._members) + 64:
             self._compact()
         return started
+
+    def _schedule_next(self, member: str, generation: int, now: float) -> None:
+        base = self._base[member] + self.interval
+        if base <= now:  # missed slots (a stalled loop): one run now, then on schedule
+            base += ((now - base) // self.interval + 1) * self.interval
+        self._base[member] = base
+        due = base + (self._rng.uniform(0.0, self.jitter) if self.jitter else 0.0)
+        self._sequence += 1
+        heapq.heappush(self._heap, (due, self._sequence, member, generation, False))
 
     def _finished(self, member: str, task: asyncio.Task[None]) -> None:
         if self._running.get(member) is task:

@@ -175,12 +175,13 @@ class TargetRunner:
         self.fleet.count_error("heartbeat", reason)
         self._transition(self.vm.liveness.missed_heartbeat(self.clock(), reason))
 
-    async def poll(self, group: PollGroup) -> None:
+    async def poll(self, group: PollGroup) -> bool:
+        """One round of `group`; False when it was deferred (the caller retries it soon)."""
         if self.vm.liveness.state is State.GONE:
-            return
+            return True
         if group is PollGroup.PACKAGES and self.store_backlogged():
             self.fleet.polls_deferred[group.value] += 1
-            return
+            return False
         kinds = GROUP_KINDS[group]
         started = time.monotonic()
         try:
@@ -196,6 +197,7 @@ class TargetRunner:
         finally:
             self.fleet.observe_duration(group, time.monotonic() - started)
         self.record(outcomes.items())
+        return True
 
     def record(self, outcomes: Iterable[tuple[FactKind, Outcome]]) -> None:
         """Apply one poll's outcomes: state, status changes, and only changed sets.

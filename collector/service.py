@@ -47,6 +47,9 @@ STARTUP_SPREAD_PER_VM = 0.012
 #: 10,000 VMs on an empty database is 15 million package rows; see `storage.writer`); they
 #: also wait while the writer's queue is more than half full.
 STORE_BACKLOG_ROWS = 400_000
+#: A deferred package poll is retried after this many seconds plus up to as many again of
+#: jitter, not at its next slot: at the default one-hour interval that would be an hour.
+DEFERRED_RETRY_SECONDS = 15.0
 
 
 def default_driver_factory(target: Target, config: Config, on_fault: FaultHook) -> Driver:
@@ -246,7 +249,7 @@ class Service:
                 # Usually after the first system poll has told the OS, which decides how
                 # packages and memory are read (when not, those polls ask for it themselves).
                 phase += 1.0
-            cadence.add(name, _job_of(runner, group), first_in=phase)
+            cadence.add(name, _job_of(runner, group, cadence, rng), first_in=phase)
 
     def _store_backlogged(self) -> bool:
         writer = self.writer
@@ -283,13 +286,15 @@ class Service:
         self.emit(LivenessChanged(runner.vm.ref, at, old.value, new.value, reason))
 
 
-def _job_of(runner: TargetRunner, group: PollGroup) -> Job:
-    """One VM's run of one cadence."""
+def _job_of(runner: TargetRunner, group: PollGroup, cadence: Cadence, rng: random.Random) -> Job:
+    """One VM's run of one cadence; a deferred round is retried soon, spread by `rng`."""
     if group is PollGroup.HEARTBEAT:
         return runner.heartbeat
 
     async def poll() -> None:
-        await runner.poll(group)
+        if not await runner.poll(group):
+            delay = DEFERRED_RETRY_SECONDS * (1.0 + rng.random())
+            cadence.retry(runner.name, min(delay, cadence.interval))
 
     return poll
 

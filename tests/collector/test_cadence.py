@@ -117,6 +117,27 @@ async def test_removed_members_stop_and_a_replaced_member_runs_its_new_job() -> 
     assert len(cadence._heap) <= 2 * len(cadence) + 64
 
 
+async def test_a_retry_runs_once_soon_and_leaves_the_regular_slots_alone() -> None:
+    clock, log = Clock(), list[tuple[str, float]]()
+    cadence = Cadence("packages", 3600.0, clock=clock)
+    cadence.add("a", recorder(log, clock, "a"), first_in=0.0)
+    cadence.start_due()
+    await settle()
+    cadence.retry("a", 15.0)
+    cadence.retry("gone", 15.0)  # not a member: nothing scheduled
+    for _ in range(4 * 3700):
+        clock.now += 0.25
+        cadence.start_due()
+        await settle()
+    assert [at - 100.0 for _, at in log] == pytest.approx([0.0, 15.0, 3600.0], abs=0.3)
+    cadence.retry("a", 15.0)
+    cadence.remove("a")  # a retry of a removed member does not run
+    clock.now += 20.0
+    cadence.start_due()
+    await settle()
+    assert len(log) == 3
+
+
 async def test_stop_cancels_runs_in_progress() -> None:
     clock, log = Clock(), list[tuple[str, float]]()
     hold = asyncio.Event()

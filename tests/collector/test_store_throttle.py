@@ -3,8 +3,11 @@ transitions, status changes and first answers reach it at once."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from pathlib import Path
+
+import pytest
 
 from collector.config import PollingConfig
 from collector.driver import DriverError
@@ -138,13 +141,44 @@ async def test_package_polls_wait_while_the_database_writer_is_far_behind() -> N
         vm, driver=driver, fleet=fleet, emit=lambda r: None, polling=PollingConfig(),
         store_backlogged=lambda: backlogged,
     )  # fmt: skip
-    await run.poll(PollGroup.PACKAGES)
-    await run.poll(PollGroup.SYSTEM)  # small sets still go
+    assert await run.poll(PollGroup.PACKAGES) is False  # deferred: retried soon
+    assert await run.poll(PollGroup.SYSTEM) is True  # small sets still go
     assert driver.polled == [PollGroup.SYSTEM]
     assert fleet.polls_deferred == {"packages": 1}
     backlogged = False
-    await run.poll(PollGroup.PACKAGES)
+    assert await run.poll(PollGroup.PACKAGES) is True
     assert driver.polled == [PollGroup.SYSTEM, PollGroup.PACKAGES]
+
+
+async def test_the_service_retries_a_deferred_package_poll_long_before_its_next_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector import service as service_module
+    from collector.config import from_dict
+    from collector.service import DEFERRED_RETRY_SECONDS, Service
+
+    driver = PollingDriver()
+    target = Target("vm", "qga", "/run/vm.qga", "persistent", "h")
+    monkeypatch.setattr(service_module, "discover", lambda config: {"vm": target})
+    monkeypatch.setattr(service_module, "socket_exists", lambda path: True)
+    config = from_dict({"storage": {"url": f"sqlite:///{tmp_path / 'gw.db'}"}})
+    service = Service(config, store=None, driver_factory=lambda *a: driver)  # type: ignore[arg-type]
+    backlogged = [True]
+    monkeypatch.setattr(service, "_store_backlogged", lambda: backlogged[0])
+    service.scan()
+    packages = service.cadences[PollGroup.PACKAGES]
+    assert packages.interval == 3600.0
+    clock = [packages.clock()]
+    packages.clock = lambda: clock[0]
+    clock[0] += 10.0  # past the first slot (spread over at most 5 s, then 1 s later)
+    packages.start_due()
+    await asyncio.sleep(0.01)
+    assert driver.polled == [] and service.fleet.polls_deferred == {"packages": 1}
+    backlogged[0] = False
+    clock[0] += DEFERRED_RETRY_SECONDS * 2 + 0.1  # the retry is due; the next slot is not
+    packages.start_due()
+    await asyncio.sleep(0.01)
+    assert driver.polled == [PollGroup.PACKAGES]
 
 
 def test_the_service_defers_package_polls_with_hysteresis(tmp_path: Path) -> None:
