@@ -483,6 +483,25 @@ def test_hostile_text_is_stored(store: Store) -> None:
     assert len(store.inventory(info.key).facts[FactKind.PACKAGES]) == 2
 
 
+def test_the_stored_digest_is_the_rows_digest_when_the_store_altered_the_set(
+    store: Store,
+) -> None:
+    """The writer reuses the collector's digest only when the rows are the facts unaltered."""
+    web, db_vm = vm("web"), vm("db")
+    cleaned = [Package(name="nul\x00name", version="1"), Package(name="bash", version="5")]
+    collapsed = [Package(name="bash", version="5"), Package(name="bash", version="6")]
+    store.write(
+        [
+            observed(web, T0, FactKind.PACKAGES, cleaned),
+            observed(db_vm, T0, FactKind.PACKAGES, collapsed),
+        ]
+    )
+    store.write([observed(web, T0 + 1, FactKind.PACKAGES, [*cleaned, pkgs(vim="9")[0]])])
+    digests = store.current_digests()
+    assert digests == store.recompute_digests()
+    assert digests[("host-a/db", FactKind.PACKAGES)] != digest_of(FactKind.PACKAGES, collapsed)
+
+
 def test_list_vms_summarises_each_vm(store: Store) -> None:
     a, b = vm("a"), vm("b")
     store.write(
