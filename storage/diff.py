@@ -6,9 +6,7 @@ Kept apart from the database code so that the event vocabulary is in one place (
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -105,17 +103,6 @@ class Change:
 
 def bounded(text: str | None, limit: int = EVENT_TEXT_MAX) -> str | None:
     return None if text is None else text[:limit]
-
-
-def set_digest(pairs: Iterable[tuple[str, str]]) -> bytes:
-    """`FactSet.digest()` computed from (identity, value) pairs: the stored rows' digest."""
-    h = hashlib.blake2b(digest_size=16)
-    for key, value in sorted(pairs):
-        h.update(key.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-        h.update(value.encode("utf-8", "surrogatepass"))
-        h.update(b"\n")
-    return h.digest()
 
 
 def _load(value: str | None) -> dict[str, Any]:

@@ -33,10 +33,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.dml import Insert
 
-from collector.facts import FactKind
+from collector.facts import FactKind, pairs_digest
 from storage import alerts as _alerts
 from storage import db
-from storage.diff import SUBJECT_MAX, Change, EventType, bounded, changes, set_digest
+from storage.diff import SUBJECT_MAX, Change, EventType, bounded, changes
 from storage.models import (
     KEY_LEN,
     KIND_LEN,
@@ -600,7 +600,7 @@ class Store:
         for (vm_id, kind), state in batch.sets.items():
             if not state.dirty:
                 continue
-            digest = state.digest or set_digest(
+            digest = state.digest or pairs_digest(
                 (ident, item.value) for ident, item in state.items.items()
             )
             if state.exists:
@@ -763,7 +763,7 @@ class Store:
                 pairs.setdefault((key, kind), []).append((identity, value))
         kinds = {str(k): k for k in FactKind}
         return {
-            (key, kinds[kind]): set_digest(items)
+            (key, kinds[kind]): pairs_digest(items)
             for (key, kind), items in pairs.items()
             if kind in kinds
         }
