@@ -30,7 +30,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
@@ -77,6 +77,12 @@ def _coalesce_key(record: Record) -> tuple[str, ...] | None:
     return None
 
 
+#: Rows per batch: a first inventory costs the store about 1.2 KiB of transient memory per
+#: row, so 200,000 rows raised peak RSS by 238 MiB and 50,000 by 61 MiB, for the same CPU
+#: (600,000 package rows either way, SQLite).
+MAX_BATCH_ITEMS: Final = 50_000
+
+
 class BatchStore(Protocol):
     """What the writer needs of a store (`storage.repository.Store` is one)."""
 
@@ -91,7 +97,7 @@ class Writer:
         store: BatchStore,
         *,
         max_batch: int = 5000,
-        max_batch_items: int = 200_000,
+        max_batch_items: int = MAX_BATCH_ITEMS,
         max_delay: float = 0.5,
         max_queue: int = 200_000,
         retry_initial: float = 0.1,
