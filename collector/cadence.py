@@ -51,6 +51,8 @@ class Cadence:
         self._members: dict[str, tuple[Job, int]] = {}
         self._base: dict[str, float] = {}  # each member's slot before jitter: no drift
         self._running: dict[str, asyncio.Task[None]] = {}
+        #: member -> sequence of its one pending retry entry (a regular run cancels it).
+        self._retries: dict[str, int] = {}
         self._sequence = 0
         #: Runs skipped because the member's previous run was still going.
         self.overruns = 0
@@ -81,9 +83,10 @@ class Cadence:
         writer): with a one-hour interval, waiting for the next slot would be an hour.
         """
         entry = self._members.get(member)
-        if entry is None:
-            return
+        if entry is None or member in self._retries:
+            return  # not a member, or a retry is already pending
         self._sequence += 1
+        self._retries[member] = self._sequence
         due = self.clock() + max(0.0, after)
         heapq.heappush(self._heap, (due, self._sequence, member, entry[1], True))
 
@@ -91,6 +94,7 @@ class Cadence:
         """No further runs of `member`; one in progress finishes (its channel closes under it)."""
         self._members.pop(member, None)
         self._base.pop(member, None)
+        self._retries.pop(member, None)
 
     async def tick(self) -> None:
         """Start every due run. A coroutine, so APScheduler runs it on the event loop."""
@@ -101,11 +105,11 @@ class Cadence:
         heap = self._heap
         started = 0
         while heap and heap[0][0] <= now:
-            _, _, member, generation, is_retry = heapq.heappop(heap)
-            entry = self._members.get(member)
-            if entry is None or entry[1] != generation:
-                continue  # removed or replaced since this entry was pushed
-            job = entry[0]
+            _, sequence, member, generation, is_retry = heapq.heappop(heap)
+            if not self._valid(sequence, member, generation, is_retry):
+                continue  # removed, replaced or (a retry) overtaken since it was pushed
+            job = self._members[member][0]
+            self._retries.pop(member, None)  # a regular run does what a retry would do
             if not is_retry:
                 self._schedule_next(member, generation, now)
             if member in self._running:
@@ -115,9 +119,15 @@ class Cadence:
             self._running[member] = task
             task.add_done_callback(functools.partial(self._finished, member))
             started += 1
-        if len(heap) > 2 * len(self._members) + 64:
+        if len(heap) > 2 * len(self._members) + 64:  # live entries: one slot, one retry each
             self._compact()
         return started
+
+    def _valid(self, sequence: int, member: str, generation: int, is_retry: bool) -> bool:
+        entry = self._members.get(member)
+        if entry is None or entry[1] != generation:
+            return False
+        return not is_retry or self._retries.get(member) == sequence
 
     def _schedule_next(self, member: str, generation: int, now: float) -> None:
         base = self._base[member] + self.interval
@@ -135,14 +145,15 @@ class Cadence:
             log.error("%s run of %s failed", self.name, member, exc_info=exc)
 
     def _compact(self) -> None:
-        """Drop entries of removed members (many VMs came and went)."""
-        self._heap = [e for e in self._heap if self._members.get(e[2], (None, -1))[1] == e[3]]
+        """Drop entries of removed members (many VMs came and went) and overtaken retries."""
+        self._heap = [e for e in self._heap if self._valid(e[1], e[2], e[3], e[4])]
         heapq.heapify(self._heap)
 
     async def stop(self) -> None:
         """Cancel the runs in progress and wait for them to unwind."""
         self._members.clear()
         self._heap.clear()
+        self._retries.clear()
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
