@@ -15,7 +15,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from collector import gctune
+from collector import gctune, malloctune
 from collector.alerting import Alerting
 from collector.config import Config
 from collector.service import DriverFactory, Service, default_driver_factory
@@ -105,6 +105,7 @@ async def run_service(config: Config) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
     gctune.tune()
+    malloctune.tune()
     try:
         async with running(config):
             gctune.freeze_startup()
