@@ -2,6 +2,7 @@
 
 `/metrics` renders in a worker thread from the in-memory state, so a large fleet's scrape does
 not stall polling, and re-renders only the VMs whose state changed (`exporters.exposition`);
+it is gzipped there when the scraper accepts it (Prometheus does: `exporters.encoding`);
 the history paths read the database in a thread for the same reason.
 `[http] web_config` (exporter-toolkit format, `exporters.webconfig`) adds TLS to the server and
 basic auth in front of everything but `/healthz`.
@@ -27,6 +28,7 @@ from collector.config import HttpConfig
 from collector.state import FleetState
 from exporters import webconfig
 from exporters.api import build_router, install_problem_handlers
+from exporters.encoding import accepts_gzip, gzip_body
 from exporters.exposition import MetricsPage
 from exporters.metrics import FleetCollector
 from storage.repository import Store
@@ -71,8 +73,14 @@ def build_app(
         tags=["metrics"],
     )
     async def metrics(request: Request) -> Response:
-        body, content_type = await asyncio.to_thread(page.render, request.headers.get("accept", ""))
-        return Response(body, media_type=content_type)
+        gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+        body, content_type = await asyncio.to_thread(
+            render_metrics, page, request.headers.get("accept", ""), gzipped=gzipped
+        )
+        headers = {"Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=content_type, headers=headers)
 
     @app.get(
         "/healthz",
@@ -88,6 +96,12 @@ def build_app(
 
     app.include_router(build_router(fleet, store))
     return app
+
+
+def render_metrics(page: MetricsPage, accept: str, *, gzipped: bool) -> tuple[bytes, str]:
+    """The page for an Accept header, gzipped when asked (in the worker thread)."""
+    body, content_type = page.render(accept)
+    return (gzip_body(body) if gzipped else body), content_type
 
 
 class _Server(uvicorn.Server):

@@ -395,6 +395,26 @@ def test_endpoint_negotiates_and_each_family_appears_once(client: TestClient) ->
     assert {"guestwatch_agent_up", "guestwatch_store_queue_depth", "python_info"} <= set(names)
 
 
+def test_the_page_is_gzipped_when_the_scraper_accepts_it(client: TestClient) -> None:
+    def per_vm(page: str) -> list[str]:
+        return [line for line in page.splitlines() if 'domain="' in line]
+
+    plain = client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    for accepted in ("gzip", "deflate, gzip;q=0.5", "*", "x-gzip"):
+        zipped = client.get("/metrics", headers={"Accept-Encoding": accepted})
+        assert zipped.headers["content-encoding"] == "gzip", accepted
+        assert zipped.headers["vary"] == "Accept-Encoding"
+        assert int(zipped.headers["content-length"]) < len(plain.content) / 3
+        # Decoded by the client; the per-VM part is the same (process metrics move).
+        assert per_vm(zipped.text) == per_vm(plain.text) != []
+    for refused in ("gzip;q=0", "*, gzip;q=0", "br", ""):
+        assert (
+            "content-encoding"
+            not in client.get("/metrics", headers={"Accept-Encoding": refused}).headers
+        ), refused
+
+
 def test_promtool_accepts_the_page(client: TestClient) -> None:
     promtool = require("promtool")
     body = client.get("/metrics").text
