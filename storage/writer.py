@@ -79,7 +79,7 @@ def _coalesce_key(record: Record) -> tuple[str, ...] | None:
 
 #: Rows per batch: a first inventory costs the store about 1.2 KiB of transient memory per
 #: row, so 200,000 rows raised peak RSS by 238 MiB and 50,000 by 61 MiB, for the same CPU
-#: (600,000 package rows either way, SQLite).
+#: (600,000 package rows either way, SQLite; `bench/batch_memory.py`).
 MAX_BATCH_ITEMS: Final = 50_000
 
 
