@@ -296,9 +296,9 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/metrics"
         peak_rss = 0
         warm = sim_ready + args.warmup
-        # Drained: fewer queued records than about two seconds of the steady state brings
-        # (six poll groups per VM every 120 s, written in batches every half second). A
-        # fixed 100 was never reached at 10,000 agents once every list was stored.
+        # Drained: down to the steady state's own depth. The writer takes a batch every half
+        # second, and 10,000 agents keep a few hundred records queued between batches, so a
+        # fixed 100 was never reached; a tenth of the agent count was, once lists were stored.
         drained = max(100, args.agents // 10)
         while True:  # warm-up: every first inventory written, the queue drained
             time.sleep(args.scrape_every)
