@@ -146,7 +146,6 @@ async def test_one_retry_is_pending_at_a_time_and_a_regular_run_overtakes_it() -
     await settle()
     for _ in range(5):  # a deferred run asked again and again: still one retry
         cadence.retry("a", 15.0)
-    cadence.retry("a", 15.0)
     clock.now += 15.0
     cadence.start_due()
     await settle()
