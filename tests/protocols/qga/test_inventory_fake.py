@@ -18,7 +18,7 @@ from collector.protocols.qga import (
     unix_connector,
 )
 from collector.protocols.qga.driver import QgaDriver
-from collector.protocols.qga.inventory import RPM_ARGV
+from collector.protocols.qga.inventory import DPKG_QUERY_ARGV, RPM_ARGV
 from collector.protocols.qga.parse import RPM_QUERYFORMAT
 
 from .fakeagent import Conn, FakeAgent
@@ -206,7 +206,7 @@ async def test_dpkg_status_read_in_chunks(fake_agent: FakeFactory):
         for i in range(3000)
     )
     files = GuestFile(status)
-    agent = await fake_agent(files)
+    agent = await fake_agent(files, disabled={"guest-exec"})
     inventory = await inventory_for(agent)
     inventory.session.max_reply_bytes = 64 * 1024  # forces many small reads
     outcome = (await inventory.packages(DEBIAN))[FactKind.PACKAGES]
@@ -215,6 +215,75 @@ async def test_dpkg_status_read_in_chunks(fake_agent: FakeFactory):
     assert files.opened == ["/var/lib/dpkg/status"]
     assert files.reads > 3
     assert files.closed == [1000]
+
+
+DPKG_STATUS = b"Package: bash\nStatus: install ok installed\nVersion: 5.2-2\nArchitecture: amd64\n"
+DPKG_QUERY_OUT = b"install ok installed\tbash\t5.2-2\tamd64\n"
+
+
+class Both:
+    """guest-exec and guest-file-* on one fake agent."""
+
+    def __init__(self, run: GuestExec, files: GuestFile) -> None:
+        self.run = run
+        self.files = files
+
+    async def __call__(self, request: dict[str, Any], conn: Conn) -> bool:
+        return await self.run(request, conn) or await self.files(request, conn)
+
+
+async def test_dpkg_prefers_dpkg_query_when_exec_is_allowed(fake_agent: FakeFactory):
+    files = GuestFile(DPKG_STATUS)
+    run = GuestExec({"exited": True, "exitcode": 0, "out-data": b64(DPKG_QUERY_OUT)})
+    agent = await fake_agent(Both(run, files))
+    inventory = await inventory_for(agent)
+    outcome = (await inventory.packages(DEBIAN))[FactKind.PACKAGES]
+    assert isinstance(outcome, FactSet)
+    assert [(p.name, p.version) for p in outcome.items] == [("bash", "5.2-2")]  # type: ignore[attr-defined]
+    (request,) = agent.executed("guest-exec")
+    argv = (request["arguments"]["path"], *request["arguments"]["arg"])
+    assert argv == DPKG_QUERY_ARGV
+    assert files.opened == []
+
+
+@pytest.mark.parametrize(
+    ("final", "fallback"),
+    [
+        ({"exited": True, "exitcode": 127, "err-data": b64(b"dpkg-query: not found")}, True),
+        ({}, False),  # still running at the exec timeout: the agent is slow, not refusing
+    ],
+)
+async def test_dpkg_reads_the_status_file_when_dpkg_query_fails(
+    fake_agent: FakeFactory, final: dict[str, Any], fallback: bool
+):
+    files = GuestFile(DPKG_STATUS)
+    run = GuestExec(final, running_polls=0 if final else 10**9)
+    agent = await fake_agent(Both(run, files))
+    inventory = await inventory_for(agent, exec_timeout=0.2)
+    outcome = (await inventory.packages(DEBIAN))[FactKind.PACKAGES]
+    if fallback:
+        assert isinstance(outcome, FactSet)
+        assert files.opened == ["/var/lib/dpkg/status"]
+    else:
+        assert outcome == PollError("exec_timeout", "dpkg-query still running")
+        assert files.opened == []
+
+
+async def test_dpkg_reads_the_status_file_when_the_agent_cannot_spawn(fake_agent: FakeFactory):
+    files = GuestFile(DPKG_STATUS)
+
+    async def refuse(request: dict[str, Any], conn: Conn) -> bool:
+        if request["execute"] == "guest-exec":
+            conn.error(request, "GenericError", "Failed to execute child process")
+            return True
+        return await files(request, conn)
+
+    agent = await fake_agent(refuse)
+    inventory = await inventory_for(agent)
+    outcome = (await inventory.packages(DEBIAN))[FactKind.PACKAGES]
+    assert isinstance(outcome, FactSet)
+    assert len(agent.executed("guest-exec")) == 1
+    assert files.opened == ["/var/lib/dpkg/status"]
 
 
 async def test_memory_from_meminfo(fake_agent: FakeFactory):

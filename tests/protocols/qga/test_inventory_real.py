@@ -134,14 +134,39 @@ async def test_users(inventory: QgaInventory):
     assert isinstance(outcomes[FactKind.USERS], FactSet)
 
 
-async def test_packages_from_the_dpkg_status_file(inventory: QgaInventory):
+@pytest.mark.parametrize(
+    ("blocked", "route"),
+    [((), "guest-exec"), (("--block-rpcs", "guest-exec"), "guest-file-open")],
+    ids=["dpkg-query", "status-file"],
+)
+async def test_packages_by_dpkg_query_or_from_the_status_file(
+    start_qga: Callable[..., RealAgent], blocked: tuple[str, ...], route: str
+):
     if shutil.which("dpkg-query") is None:
         pytest.skip("not a dpkg host")
-    expected = installed_dpkg_packages()
-    outcomes = await inventory.collect(PollGroup.PACKAGES)
-    packages = items(outcomes[FactKind.PACKAGES])
-    assert all(isinstance(p, Package) and p.manager == "dpkg" for p in packages)
-    assert {p.identity(): p.version for p in packages} == expected
+    agent = start_qga(*blocked)
+    session = QgaSession(unix_connector(agent.socket))
+    await session.open()
+    sent: list[str] = []
+    execute_many = session.execute_many
+
+    async def recording(requests, **kwargs):  # type: ignore[no-untyped-def]
+        requests = list(requests)
+        sent.extend(name for name, _ in requests)
+        return await execute_many(requests, **kwargs)
+
+    session.execute_many = recording  # type: ignore[method-assign]
+    try:
+        expected = installed_dpkg_packages()
+        outcomes = await QgaInventory(session).collect(PollGroup.PACKAGES)
+        packages = items(outcomes[FactKind.PACKAGES])
+        assert all(isinstance(p, Package) and p.manager == "dpkg" for p in packages)
+        assert {p.identity(): p.version for p in packages} == expected
+        other_route = ({"guest-exec", "guest-file-open"} - {route}).pop()
+        assert route in sent
+        assert other_route not in sent
+    finally:
+        await session.close()
 
 
 async def test_blocked_commands_make_their_kinds_unavailable(start_qga: Callable[..., RealAgent]):
