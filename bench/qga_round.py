@@ -34,8 +34,10 @@ from pathlib import Path
 
 from collector.facts import FactSet, PollGroup
 from collector.protocols.qga.driver import QgaDriver
+from collector.protocols.qga.inventory import DPKG_QUERY_ARGV
 
 DEFAULT_REPLY_CAP = 10 * 1024 * 1024
+EXEC_POLL_INTERVAL = 0.05  # as QgaInventory
 FILE_CHUNK = max(4096, min(1024 * 1024, (DEFAULT_REPLY_CAP - 4096) * 3 // 4))  # as QgaInventory
 GROUPS = (
     PollGroup.USERS,
@@ -133,6 +135,20 @@ class RawClient:
         await self.call("guest-file-close", {"handle": handle})
         return bytes(data)
 
+    async def run(self, argv: tuple[str, ...]) -> bytes:
+        """guest-exec, then guest-exec-status every 50 ms doubling to 1 s, as QgaInventory."""
+        arguments = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
+        started = await self.call("guest-exec", arguments)
+        assert isinstance(started, dict)
+        delay = EXEC_POLL_INTERVAL
+        while True:
+            status = await self.call("guest-exec-status", {"pid": started["pid"]})
+            assert isinstance(status, dict)
+            if status.get("exited"):
+                return base64.b64decode(status.get("out-data", ""))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
 
 class RawRounds:
     """The raw client, connected once (persistent) or per round (per-poll)."""
@@ -169,7 +185,7 @@ class RawRounds:
                 )
             ]
         )
-        await client.read_file("/var/lib/dpkg/status")
+        await client.run(DPKG_QUERY_ARGV)  # as QgaInventory when guest-exec is allowed
         if self.mode == "per-poll":
             await self.close()
 
