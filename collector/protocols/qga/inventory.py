@@ -259,8 +259,9 @@ class QgaInventory:
         """`dpkg-query -W` via guest-exec when allowed; else (or when it fails) the status file.
 
         Why exec first: dpkg-query prints about 50 bytes a package where the status file has
-        about 1 KiB (descriptions, dependencies), so the host decodes, hashes and holds a
-        twentieth of the data; at fleet scale that read is the collector's largest cost.
+        about 1 KiB (descriptions, dependencies), so the host decodes and hashes a tenth to a
+        twentieth of the data; the status file read was the largest single path in a
+        steady-state profile of a 2,000-agent fleet.
         """
         exec_ok = all(self.session.is_enabled(c) for c in _EXEC_COMMANDS)
         file_ok = all(self.session.is_enabled(c) for c in _FILE_COMMANDS)
