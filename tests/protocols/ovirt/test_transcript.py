@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +22,7 @@ from collector.facts import (
     PollGroup,
     Timezone,
 )
+from collector.protocols.ovirt import driver as driver_module
 from collector.protocols.ovirt.driver import OvirtDriver
 
 from .conftest import ScriptedAgent, settle, transcript
@@ -130,3 +132,31 @@ async def test_repeated_messages_are_not_reparsed_but_heartbeats_count(
     assert after is before  # same object: its cached digest costs nothing downstream
     assert driver.last_heartbeat is not None and beat is not None
     assert driver.last_heartbeat > beat
+
+
+async def test_a_repeated_line_is_skipped_before_it_is_decoded(
+    agent: ScriptedAgent, driver: OvirtDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await replay(agent, driver)
+    decoded: list[str] = []
+
+    def loads(text: str) -> object:
+        decoded.append(text)
+        return json.loads(text)
+
+    monkeypatch.setattr(driver_module, "json", SimpleNamespace(loads=loads, dumps=json.dumps))
+    first = b'{"__name__": "applications", "applications": ["bash-5.2-15"]}\n'
+    second = b'{"__name__": "applications", "applications": ["bash-5.2-21"]}\n'
+    lines = driver.lines
+    for line in (first, first, second, first, first):
+        await agent.push(line)
+        lines += 1
+        await settle(driver, lines)
+    # Decoded: the first, the second, and the first again once the second had replaced it.
+    assert [json.loads(text)["applications"] for text in decoded] == [
+        ["bash-5.2-15"],
+        ["bash-5.2-21"],
+        ["bash-5.2-15"],
+    ]
+    packages = (await driver.poll(PollGroup.PACKAGES, None))[FactKind.PACKAGES]
+    assert [p.raw for p in packages.items] == ["bash-5.2-15"]  # type: ignore[attr-defined]
