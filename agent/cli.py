@@ -7,13 +7,13 @@ file (the agent runs inside a guest, the simulator is a test tool).
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
 from agent.reference.agent import DEFAULT_PORT, run_until_signalled
 from agent.simulator.chaos import parse_fault
 from agent.simulator.simulate import SimulateOptions, run_simulate
+from collector import eventloop
 
 __all__ = ["add_agent_commands", "run_agent_command"]
 
@@ -93,9 +93,9 @@ def add_agent_commands(sub: Any) -> None:
     sim.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
 
 
-def run_agent_command(args: argparse.Namespace) -> int:
+def run_agent_command(args: argparse.Namespace, event_loop: str = "auto") -> int:
     if args.command == "agent":
-        return asyncio.run(run_until_signalled(args.port))
+        return eventloop.run(run_until_signalled(args.port), event_loop)
     if args.count < 0 or args.processes < 1 or args.drift_rate < 0 or args.drift_every <= 0:
         raise SystemExit("guestwatch simulate: counts, processes and rates must be positive")
     options = SimulateOptions(
@@ -112,4 +112,4 @@ def run_agent_command(args: argparse.Namespace) -> int:
         first=args.first,
         width=args.width,
     )
-    return asyncio.run(run_simulate(options))
+    return eventloop.run(run_simulate(options), event_loop)

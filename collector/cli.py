@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -11,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector import __version__
+from collector import __version__, eventloop
 from collector.config import DEFAULT_LISTEN, Config, ConfigError, load, parse_duration
 
 log = logging.getLogger("guestwatch")
@@ -169,25 +168,26 @@ def dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "run":
         from collector.daemon import run_service
 
-        return asyncio.run(run_service(config))
+        return eventloop.run(run_service(config), config.service.event_loop)
     if args.command == "demo":
         from collector.demo import run_demo
 
-        return asyncio.run(
+        return eventloop.run(
             run_demo(
                 directory=args.dir,
                 vms=args.vms,
                 listen=args.listen,
                 duration=args.duration,
                 real_agent=not args.no_real_agent,
-            )
+            ),
+            config.service.event_loop,
         )
     if args.command == "db" and args.db_command == "prune":
         return queries.prune(config, args)
     if args.command in ("agent", "simulate"):
         from agent.cli import run_agent_command
 
-        return run_agent_command(args)
+        return run_agent_command(args, config.service.event_loop)
     if args.command == "db":
         from storage.db import upgrade
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from collector import eventloop
+
 DEFAULT_PORT: Final = 9958
 DEFAULT_LISTEN: Final = f"127.0.0.1:{DEFAULT_PORT}"
 PROTOCOLS: Final = ("qga", "ovirt", "spice")
@@ -53,6 +55,7 @@ def parse_duration(value: object, key: str = "duration") -> float:
 class ServiceConfig:
     hypervisor: str
     log_level: str = "info"
+    event_loop: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +287,11 @@ def from_dict(data: dict[str, Any]) -> Config:
     service = root.section("service")
     hypervisor = service.string("hypervisor", "") or socket.gethostname()
     log_level = service.string("log_level", "info", choices=("debug", "info", "warning", "error"))
+    event_loop = service.string("event_loop", "auto", choices=eventloop.CHOICES)
+    try:
+        eventloop.resolve(event_loop)
+    except eventloop.LoopUnavailable as exc:
+        raise ConfigError(service.key("event_loop"), str(exc)) from None
     service.finish()
 
     storage = root.section("storage")
@@ -365,7 +373,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     root.finish()
 
     return Config(
-        service=ServiceConfig(hypervisor=hypervisor, log_level=log_level),
+        service=ServiceConfig(hypervisor=hypervisor, log_level=log_level, event_loop=event_loop),
         storage=StorageConfig(url=url),
         http=HttpConfig(listen=listen, web_config=web_config),
         polling=polling,

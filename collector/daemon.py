@@ -15,7 +15,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from collector import gctune, malloctune
+from collector import eventloop, gctune, malloctune
 from collector.alerting import Alerting
 from collector.config import Config
 from collector.service import DriverFactory, Service, default_driver_factory
@@ -77,7 +77,12 @@ async def running(
         await service.start()
         await alerting.start()
         await http.start()
-        log.info("serving http://%s/metrics (%d targets)", config.http.listen, len(service.runners))
+        log.info(
+            "serving http://%s/metrics (%d targets, %s event loop)",
+            config.http.listen,
+            len(service.runners),
+            eventloop.running_name(),
+        )
         yield Running(service, http, store, alerting)
     finally:
         await http.stop()

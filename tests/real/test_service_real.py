@@ -317,12 +317,15 @@ def _rounds(fleet: object, name: str) -> int:
     return sum(histogram.counts) if histogram else 0
 
 
-def test_sigterm_flushes_and_exits_zero(base: Path) -> None:
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_sigterm_flushes_and_exits_zero(base: Path, event_loop: str) -> None:
     agent = start_agent(base, "solo")
     config_path = base / "gw.toml"
     config = fast_config(base)
     config_path.write_text(
         f"""
+[service]
+event_loop = "{event_loop}"
 [storage]
 url = "{config.storage.url}"
 [http]
@@ -359,6 +362,7 @@ mode = "persistent"
         _, stderr = proc.communicate(timeout=30)
         assert proc.returncode == 0, stderr[-3000:]
         assert "every pending write flushed" in stderr
+        assert f"{event_loop} event loop" in stderr
     finally:
         if proc.poll() is None:
             proc.kill()
