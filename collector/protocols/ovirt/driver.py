@@ -21,7 +21,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from collector.driver import DriverError, FaultHook
 from collector.facts import (
@@ -38,7 +38,6 @@ from collector.facts import (
 )
 
 from .._sanitize import as_int, scrub_text
-from ..qga.transport import Connector, unix_connector
 from . import parse
 
 if TYPE_CHECKING:
@@ -69,7 +68,6 @@ MAX_LINE_BYTES: Final = 1024 * 1024
 #: The agent's own heartbeat period; a heartbeat within it (plus grace) proves liveness.
 AGENT_HEARTBEAT_SECONDS: Final = 5.0
 HEARTBEAT_GRACE_SECONDS: Final = 1.0
-READ_CHUNK: Final = 64 * 1024
 RECONNECT_BACKOFF: Final = 0.5
 RECONNECT_MAX_BACKOFF: Final = 10.0
 CONNECT_TIMEOUT: Final = 5.0
@@ -84,11 +82,10 @@ class OvirtDriver:
         *,
         heartbeat_interval: float = AGENT_HEARTBEAT_SECONDS,
         on_fault: FaultHook | None = None,
-        connector: Connector | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.connector = connector or unix_connector(socket)
+        self.socket = socket
         # A heartbeat proves liveness for one collector interval, but never for less than
         # the agent's own period: a 2 s collector cadence must not fail a 5 s agent.
         self.freshness = max(heartbeat_interval, AGENT_HEARTBEAT_SECONDS) + HEARTBEAT_GRACE_SECONDS
@@ -114,7 +111,7 @@ class OvirtDriver:
         #: The last valid `applications` line, compressed, until a packages poll parses it.
         self._applications: bytes | None = None
         self._line = b""  # the line being applied
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._last_error = "not connected yet"
@@ -190,77 +187,55 @@ class OvirtDriver:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
         while not self._closed:
+            beats_before = self.last_heartbeat
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    reader, writer = await self.connector()
+                    _, channel = await loop.create_unix_connection(self._new_channel, self.socket)
             except (OSError, TimeoutError) as exc:
+                self._drop()
                 self._last_error = scrub_text(str(exc) or type(exc).__name__, 256)
                 self._attempted = True
                 failures += 1
             else:
-                self._writer = writer
-                self.connected = True
-                self._attempted = True
-                self._last_error = "connection closed"
-                # The agent re-sends everything on refresh; the version is negotiated again.
-                self.api_version = 0
-                self.send("refresh", apiVersion=API_VERSION)
-                try:
-                    if await self._read(reader):
-                        failures = 0
-                except (OSError, EOFError) as exc:
-                    self._last_error = scrub_text(f"read failed: {exc}", 256)
+                error = await channel.closed
+                if error is not None:
+                    self._last_error = scrub_text(f"read failed: {error}", 256)
+                if self.last_heartbeat != beats_before:
+                    failures = 0
                 self._drop()
                 failures += 1
             delay = min(RECONNECT_MAX_BACKOFF, RECONNECT_BACKOFF * 2 ** max(0, failures - 1))
             await asyncio.sleep(delay)
 
+    def _new_channel(self) -> _LineChannel:
+        return _LineChannel(self.feed_line, self._fault, self._opened)
+
+    def _opened(self, transport: asyncio.Transport) -> None:
+        """Connected, before the first byte is read."""
+        self._transport = transport
+        self.connected = True
+        self._attempted = True
+        self._last_error = "connection closed"
+        # The agent re-sends everything on refresh; the version is negotiated again.
+        self.api_version = 0
+        self.send("refresh", apiVersion=API_VERSION)
+
     def _drop(self) -> None:
         self.connected = False
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.transport.abort()
-
-    async def _read(self, reader: asyncio.StreamReader) -> bool:
-        """Read lines until EOF; True if at least one heartbeat arrived on this connection."""
-        buffer = bytearray()
-        skipping = False
-        beats_before = self.last_heartbeat
-        while True:
-            chunk = await reader.read(READ_CHUNK)
-            if not chunk:
-                return self.last_heartbeat != beats_before
-            start = 0
-            while True:
-                end = chunk.find(b"\n", start)
-                if end < 0:
-                    break
-                if skipping:
-                    skipping = False
-                else:
-                    buffer += chunk[start:end]
-                    if len(buffer) > MAX_LINE_BYTES:
-                        self._fault("oversize")
-                    else:
-                        self.feed_line(bytes(buffer))
-                buffer.clear()
-                start = end + 1
-            if not skipping:
-                buffer += chunk[start:]
-                if len(buffer) > MAX_LINE_BYTES:
-                    self._fault("oversize")
-                    buffer.clear()
-                    skipping = True
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()
 
     def send(self, name: str, **args: object) -> None:
         """Write one message to the agent; dropped when not connected."""
-        writer = self._writer
-        if writer is None or writer.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
             return
         message: dict[str, object] = {"__name__": name, **args}
-        writer.write(json.dumps(message).encode() + b"\n")
+        transport.write(json.dumps(message).encode() + b"\n")
 
     def _fault(self, reason: str) -> None:
         if self._on_fault is not None:
@@ -379,6 +354,68 @@ class OvirtDriver:
         memory = parse.parse_memory(args)
         if memory is not None:
             self._facts[FactKind.MEMORY] = FactSet(FactKind.MEMORY, (memory,))
+
+
+class _LineChannel(asyncio.Protocol):
+    """Splits the channel's bytes into lines and applies each as it arrives.
+
+    A protocol rather than a StreamReader: at 10,000 VMs the agents push 1,000 heartbeat
+    lines a second, and a line applied in `data_received` costs no future, no task step and
+    no copy through a stream buffer. A line over `MAX_LINE_BYTES` is counted and skipped up to
+    the next newline, never buffered whole.
+    """
+
+    def __init__(
+        self,
+        apply: Callable[[bytes], None],
+        fault: Callable[[str], None],
+        opened: Callable[[asyncio.Transport], None],
+    ) -> None:
+        self._apply = apply
+        self._fault = fault
+        self._opened = opened
+        #: Resolves when the connection is lost: None at EOF, else the error.
+        self.closed: asyncio.Future[BaseException | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._buffer = bytearray()
+        self._skipping = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._opened(cast(asyncio.Transport, transport))  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False
+            elif buffer:
+                buffer += data[start:end]
+                if len(buffer) > MAX_LINE_BYTES:
+                    self._fault("oversize")
+                else:
+                    self._apply(bytes(buffer))
+                buffer.clear()
+            elif end - start > MAX_LINE_BYTES:
+                self._fault("oversize")
+            else:
+                self._apply(data[start:end])
+            start = end + 1
+        if not self._skipping and start < len(data):
+            buffer += data[start:]
+            if len(buffer) > MAX_LINE_BYTES:
+                self._fault("oversize")
+                buffer.clear()
+                self._skipping = True
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: the agent is gone until it reconnects
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._buffer.clear()
+        if not self.closed.done():
+            self.closed.set_result(exc)
 
 
 def create_driver(target: Target, config: Config, on_fault: FaultHook) -> OvirtDriver:
