@@ -23,7 +23,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[], Coroutine[Any, Any, None]]
+#: A member's run: a coroutine to run as a task, or None when the job ran in place (a pushed
+#: heartbeat checked: no task for work that never waits).
+Job = Callable[[], Coroutine[Any, Any, None] | None]
 
 
 class Cadence:
@@ -115,10 +117,17 @@ class Cadence:
             if member in self._running:
                 self.overruns += 1
                 continue
-            task = asyncio.get_running_loop().create_task(job())
+            try:
+                run = job()
+            except Exception:
+                log.exception("%s run of %s failed", self.name, member)
+                continue
+            started += 1
+            if run is None:
+                continue
+            task = asyncio.get_running_loop().create_task(run)
             self._running[member] = task
             task.add_done_callback(functools.partial(self._finished, member))
-            started += 1
         if len(heap) > 2 * len(self._members) + 64:  # live entries: one slot, one retry each
             self._compact()
         return started

@@ -150,26 +150,47 @@ class TargetRunner:
             async with asyncio.timeout(self.polling.heartbeat_interval):
                 await self.driver.heartbeat()
         except DriverError as exc:
-            if exc.reason == GONE_REASON:
-                self.agent_gone = True
-                self._transition(self.vm.liveness.vanished(self.clock(), exc.detail or "gone"))
-            elif not self.agent_gone:
-                self._missed(exc.reason)
+            self._heartbeat_failed(exc)
         except TimeoutError:
             self._missed("timeout")
         else:
-            now = self.clock()
-            if self.agent_gone:
-                self.agent_gone = False
-                self._transition(self.vm.liveness.reappeared(now))
-            transition = self.vm.liveness.answered(now)
-            self._transition(transition)
-            stored = self._stored_heartbeat
-            if transition is not None or stored is None or now - stored >= STORE_TIMESTAMPS_EVERY:
-                self._stored_heartbeat = now
-                self.emit(HeartbeatSeen(self.vm.ref, now))
+            self._heartbeat_answered()
         finally:
             self.fleet.observe_duration(PollGroup.HEARTBEAT, time.monotonic() - started)
+
+    def check_pushed_heartbeat(self, check: Callable[[], None]) -> None:
+        """`heartbeat()` for a `PushedHeartbeat` driver: `check` reads state, so it runs in
+        place, with no task and no timeout."""
+        if self.vm.liveness.state is State.GONE and not self.agent_gone:
+            return
+        started = time.monotonic()
+        try:
+            check()
+        except DriverError as exc:
+            self._heartbeat_failed(exc)
+        else:
+            self._heartbeat_answered()
+        finally:
+            self.fleet.observe_duration(PollGroup.HEARTBEAT, time.monotonic() - started)
+
+    def _heartbeat_failed(self, exc: DriverError) -> None:
+        if exc.reason == GONE_REASON:
+            self.agent_gone = True
+            self._transition(self.vm.liveness.vanished(self.clock(), exc.detail or "gone"))
+        elif not self.agent_gone:
+            self._missed(exc.reason)
+
+    def _heartbeat_answered(self) -> None:
+        now = self.clock()
+        if self.agent_gone:
+            self.agent_gone = False
+            self._transition(self.vm.liveness.reappeared(now))
+        transition = self.vm.liveness.answered(now)
+        self._transition(transition)
+        stored = self._stored_heartbeat
+        if transition is not None or stored is None or now - stored >= STORE_TIMESTAMPS_EVERY:
+            self._stored_heartbeat = now
+            self.emit(HeartbeatSeen(self.vm.ref, now))
 
     def _missed(self, reason: str) -> None:
         self.fleet.count_error("heartbeat", reason)

@@ -9,6 +9,7 @@ jitter spreads a large fleet over each interval.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import random
@@ -21,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from collector.cadence import Cadence, Job
 from collector.config import Config
-from collector.driver import Driver, FaultHook
+from collector.driver import Driver, FaultHook, PushedHeartbeat
 from collector.facts import FactKind, PollGroup
 from collector.liveness import Liveness, State
 from collector.runner import TargetRunner
@@ -289,6 +290,8 @@ class Service:
 def _job_of(runner: TargetRunner, group: PollGroup, cadence: Cadence, rng: random.Random) -> Job:
     """One VM's run of one cadence; a deferred round is retried soon, spread by `rng`."""
     if group is PollGroup.HEARTBEAT:
+        if isinstance(runner.driver, PushedHeartbeat):
+            return functools.partial(runner.check_pushed_heartbeat, runner.driver.check_heartbeat)
         return runner.heartbeat
 
     async def poll() -> None:

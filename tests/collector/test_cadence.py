@@ -171,6 +171,32 @@ async def test_stop_cancels_runs_in_progress() -> None:
     assert task.cancelled() and len(cadence) == 0
 
 
+async def test_a_job_that_runs_in_place_needs_no_task_and_its_failure_stays_its_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, log = Clock(), list[tuple[str, float]]()
+    cadence = Cadence("heartbeat", 5.0, clock=clock)
+
+    def in_place() -> None:
+        log.append(("a", clock.now))
+
+    def failing() -> None:
+        raise RuntimeError("driver bug")
+
+    cadence.add("a", in_place, first_in=0.0)
+    cadence.add("b", failing, first_in=0.0)
+    cadence.add("c", recorder(log, clock, "c"), first_in=0.0)
+    assert cadence.start_due() == 2  # a in place, c as a task; b failed
+    assert list(cadence._running) == ["c"]
+    await settle()
+    assert sorted(name for name, _ in log) == ["a", "c"]
+    assert "heartbeat run of b failed" in caplog.text
+    clock.now += 5.0
+    cadence.start_due()  # every member stays scheduled, the failing one too
+    await settle()
+    assert [name for name, _ in log].count("a") == 2
+
+
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Cadence("x", 0.0)

@@ -127,6 +127,9 @@ class OvirtDriver:
     # -- the runner's side ---------------------------------------------------------------
 
     async def heartbeat(self) -> None:
+        self.check_heartbeat()
+
+    def check_heartbeat(self) -> None:
         """Succeed iff a heartbeat line arrived within the freshness window."""
         self._ensure_started()
         if self.uninstalled:

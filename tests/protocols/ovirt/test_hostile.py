@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 
 import pytest
 
+from collector.cadence import Cadence
 from collector.config import PollingConfig
 from collector.driver import DriverError
 from collector.facts import (
@@ -24,6 +26,7 @@ from collector.protocols.ovirt import driver as driver_module
 from collector.protocols.ovirt.driver import MAX_LINE_BYTES, OvirtDriver
 from collector.protocols.ovirt.parse import split_package
 from collector.runner import TargetRunner
+from collector.service import _job_of as service_job
 from collector.state import FleetState, VmState
 from collector.targets import Target
 from storage.records import Record, VmRef
@@ -200,8 +203,9 @@ async def test_uninstalled_is_gone_until_a_heartbeat(
     await driver.heartbeat()
 
 
+@pytest.mark.parametrize("path", ["awaited", "service job"])
 async def test_runner_maps_gone_to_liveness_gone_and_back(
-    agent: ScriptedAgent, driver: OvirtDriver
+    agent: ScriptedAgent, driver: OvirtDriver, path: str
 ) -> None:
     target = Target("vm", "ovirt", str(agent.path), "persistent", "host")
     ref = VmRef(key="host/vm", name="vm", hypervisor="host", protocol="ovirt", uuid=None)
@@ -210,22 +214,31 @@ async def test_runner_maps_gone_to_liveness_gone_and_back(
     runner = TargetRunner(
         vm, driver=driver, fleet=FleetState(), emit=records.append, polling=PollingConfig()
     )
+    job = service_job(runner, PollGroup.HEARTBEAT, Cadence("heartbeat", 5.0), random.Random(1))
+
+    async def heartbeat() -> None:
+        if path == "awaited":
+            await runner.heartbeat()
+        else:
+            assert job() is None  # checked in place by the cadence: no task, no timeout
+
     await start(agent, driver)
     await agent.push(msg("heartbeat", apiVersion=3))
     await settle(driver, 1)
-    await runner.heartbeat()
+    await heartbeat()
     assert vm.liveness.state is State.UP
     await agent.push(msg("uninstalled"))
     await settle(driver, 2)
     for _ in range(8):  # stays gone: never late or down
-        await runner.heartbeat()
+        await heartbeat()
         assert vm.liveness.state is State.GONE
     await agent.push(msg("heartbeat", apiVersion=3))
     await settle(driver, 3)
-    await runner.heartbeat()
+    await heartbeat()
     assert vm.liveness.state is State.UP
     states = [(r.old, r.new) for r in records if type(r).__name__ == "LivenessChanged"]
     assert states == [("unknown", "up"), ("up", "gone"), ("gone", "unknown"), ("unknown", "up")]
+    assert sum(runner.fleet.poll_durations[PollGroup.HEARTBEAT].counts) == 10  # either way
 
 
 async def test_reconnect_keeps_facts_and_refreshes(
