@@ -361,26 +361,12 @@ class FactSet:
         Cached: a driver that reuses an unchanged set (packages) pays for it once.
         """
         if self._digest is None:
-            self.digest_with_pairs()
+            object.__setattr__(self, "_digest", self._compute_digest())
         assert self._digest is not None
         return self._digest
 
-    def pairs(self) -> list[tuple[str, str]]:
-        """(identity, value) of every item, in item order."""
-        return [(f.identity(), f.value()) for f in self.items]
-
-    def digest_with_pairs(self) -> tuple[bytes, list[tuple[str, str]] | None]:
-        """The digest, and the pairs it was computed from now (None when it was cached).
-
-        A changed set's pairs are what the store diffs: the runner hands them over with the
-        set, so that the items of a changed package list are formatted once, not twice.
-        """
-        if self._digest is not None:
-            return self._digest, None
-        pairs = self.pairs()
-        digest = pairs_digest(pairs)
-        object.__setattr__(self, "_digest", digest)
-        return digest, pairs
+    def _compute_digest(self) -> bytes:
+        return pairs_digest((f.identity(), f.value()) for f in self.items)
 
 
 def pairs_digest(pairs: Iterable[tuple[str, str]]) -> bytes:

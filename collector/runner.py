@@ -232,7 +232,7 @@ class TargetRunner:
         for kind, outcome in outcomes:
             state = self.vm.kind(kind)
             if isinstance(outcome, FactSet):
-                digest, pairs = outcome.digest_with_pairs()
+                digest = outcome.digest()
                 if outcome.released and digest != state.digest:
                     # Cannot happen: a released set is one this runner recorded last.
                     self.fleet.count_error(kind.value, "internal")
@@ -252,7 +252,7 @@ class TargetRunner:
                 facts = outcome.release() if kind is FactKind.PACKAGES else outcome
                 if digest != state.digest:
                     state.digest = digest
-                    self.emit(InventoryObserved(self.vm.ref, now, facts, pairs))
+                    self.emit(InventoryObserved(self.vm.ref, now, facts))
                 samples = samples_of(facts)
                 if samples:
                     self.emit(SamplesObserved(self.vm.ref, now, samples))

@@ -5,7 +5,6 @@ Times are UNIX epoch seconds (float, UTC) everywhere in records; the store conve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from collector.facts import FactKind, FactSet
@@ -37,9 +36,6 @@ class InventoryObserved:
     vm: VmRef
     at: float
     facts: FactSet
-    #: `facts.pairs()` when the collector computed them for the digest (the store's diff
-    #: reuses them); None: the store computes them.
-    pairs: Sequence[tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

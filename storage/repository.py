@@ -506,11 +506,11 @@ class Store:
         kind = str(record.facts.kind)
         observed: dict[str, tuple[str, str]] = {}
         exact = True  # the rows will be these facts, unaltered: same digest
-        pairs = record.facts.pairs() if record.pairs is None else record.pairs
-        for fact, (identity, value) in zip(record.facts.items, pairs, strict=True):
+        for fact in record.facts.items:
+            identity = fact.identity()
             stored = _clean(identity)
             exact = exact and stored == identity
-            observed[stored] = (_clean(fact.label(), NAME_LEN), value)
+            observed[stored] = (_clean(fact.label(), NAME_LEN), fact.value())
         # The collector has computed this digest already; recomputing it from the rows is a
         # sort and a hash of every item of every changed list.
         digest = (

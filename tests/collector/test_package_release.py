@@ -68,18 +68,3 @@ def test_a_released_set_that_does_not_match_is_an_error_not_a_wipe() -> None:
     assert not [r for r in records if isinstance(r, InventoryObserved)]
     assert run.vm.kind(FactKind.PACKAGES).status == "error"
     assert run.vm.package_counts == {"dpkg": 1}
-
-
-def test_a_changed_set_reaches_the_store_with_the_pairs_its_digest_was_computed_from() -> None:
-    run, records = runner()
-    fresh = packages("b", "a")
-    run.record([(FactKind.PACKAGES, fresh)])
-    [observed] = [r for r in records if isinstance(r, InventoryObserved)]
-    assert observed.pairs == observed.facts.pairs()  # item order: the store zips them
-    assert [identity for identity, _ in observed.pairs] == ["b", "a"]
-    records.clear()
-    known = packages("c")
-    known.digest()  # digested before the runner saw it: no pairs to hand over
-    run.record([(FactKind.PACKAGES, known)])
-    [observed] = [r for r in records if isinstance(r, InventoryObserved)]
-    assert observed.pairs is None

@@ -23,7 +23,6 @@ from collector.facts import (
 from storage.models import Event, InventoryItem
 from storage.records import (
     HeartbeatSeen,
-    InventoryObserved,
     KindStatus,
     KindSucceeded,
     LivenessChanged,
@@ -466,29 +465,6 @@ def test_digests_equal_factset_digest(store: Store) -> None:
         FactSet(FactKind.PACKAGES, tuple(packages2)).digest()
         == expected[("host-a/web", FactKind.PACKAGES)]
     )
-
-
-def test_pairs_handed_over_by_the_collector_store_what_the_store_would_compute(
-    store: Store,
-) -> None:
-    lists = [
-        pkgs(bash="5.2", openssl="3.0.11"),
-        pkgs(bash="5.2", openssl="3.0.13", vim="9.0"),
-        pkgs(vim="9.1"),
-    ]
-    for step, items in enumerate(lists):
-        store.write([observed(vm("own"), T0 + step, FactKind.PACKAGES, items)])
-        facts = FactSet(FactKind.PACKAGES, tuple(items))
-        digest, pairs = facts.digest_with_pairs()
-        assert pairs is not None
-        handed = InventoryObserved(vm("handed"), T0 + step, facts, pairs)
-        store.write([handed])
-    own, handed = store.inventory("host-a/own"), store.inventory("host-a/handed")
-    assert own.facts == handed.facts
-    digests = store.current_digests()
-    assert digests[("host-a/own", FactKind.PACKAGES)] == digest
-    assert digests[("host-a/handed", FactKind.PACKAGES)] == digest
-    assert event_tuples(store, domain="own") == event_tuples(store, domain="handed")
 
 
 def test_hostile_text_is_stored(store: Store) -> None:
