@@ -1,4 +1,4 @@
-"""Which asyncio event loop the long-running commands (`run`, `demo`, `simulate`) use.
+"""Which asyncio event loop the long-running commands (`run`, `demo`, `simulate`, `agent`) use.
 
 At fleet scale the collector is mostly wake-ups: 2,000 heartbeats a second at 10,000 VMs,
 each a socket read, a future and a task step. uvloop (libuv, in C) does that bookkeeping
