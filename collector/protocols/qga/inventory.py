@@ -247,10 +247,7 @@ class QgaInventory:
         if family == "dpkg":
             outcome_ = await self._dpkg_packages()
         elif family == "rpm":
-            output = await self._run(RPM_ARGV)
-            outcome_ = (
-                self._packages(output, parse_rpm_output) if isinstance(output, bytes) else output
-            )
+            outcome_ = await self._exec_packages(RPM_ARGV, parse_rpm_output)
         else:
             outcome_ = Unavailable("unsupported os")
         return {FactKind.PACKAGES: outcome_}
@@ -266,15 +263,29 @@ class QgaInventory:
         exec_ok = all(self.session.is_enabled(c) for c in _EXEC_COMMANDS)
         file_ok = all(self.session.is_enabled(c) for c in _FILE_COMMANDS)
         if exec_ok:
-            output = await self._run(DPKG_QUERY_ARGV)
-            if isinstance(output, bytes):
-                return self._packages(output, parse_dpkg_query)
-            if not (file_ok and output.reason in _EXEC_REFUSED):
+            output = await self._exec_packages(DPKG_QUERY_ARGV, parse_dpkg_query)
+            refused = isinstance(output, PollError | Unavailable) and output.reason in _EXEC_REFUSED
+            if not (file_ok and refused):
                 return output
         data = await self._read_file(DPKG_STATUS_PATH, self.max_file_bytes, self._file_chunk())
         if not isinstance(data, bytes):
             return data
         return self._packages(data, parse_dpkg_status)
+
+    async def _exec_packages(self, argv: tuple[str, ...], parser: Callable[..., Any]) -> Outcome:
+        """A package list printed by `argv`, or the last set when its output is unchanged.
+
+        The memo is keyed on the reply's base64 text: an unchanged list (nearly every poll)
+        then skips decoding it, which costs more than hashing it (`bench/packages_poll.py`).
+        """
+        text = await self._run_text(argv)
+        if not isinstance(text, str):
+            return text
+        key = (parser, _hash(text.encode("utf-8", "surrogatepass")))
+        if self._package_memo is not None and self._package_memo[0] == key:
+            return self._package_memo[1]
+        raw = self._decoded(argv[0], text)
+        return raw if isinstance(raw, PollError) else self._parsed_packages(key, raw, parser)
 
     def _packages(self, raw: bytes, parser: Callable[..., Any]) -> Outcome:
         """Parse a package list, or reuse the last set when the guest sent the same bytes.
@@ -282,9 +293,14 @@ class QgaInventory:
         Package lists are megabytes and change rarely: hashing the raw bytes costs a small
         fraction of parsing them into facts, and an identical set keeps its cached digest.
         """
-        key = (parser, hashlib.blake2b(raw, digest_size=16).digest())
+        key = (parser, _hash(raw))
         if self._package_memo is not None and self._package_memo[0] == key:
             return self._package_memo[1]
+        return self._parsed_packages(key, raw, parser)
+
+    def _parsed_packages(
+        self, key: tuple[object, bytes], raw: bytes, parser: Callable[..., Any]
+    ) -> Outcome:
         outcome = self._facts(FactKind.PACKAGES, _text(raw), parser)
         self._package_memo = (key, outcome) if isinstance(outcome, FactSet) else None
         return outcome
@@ -364,8 +380,9 @@ class QgaInventory:
                 return bytes(data)
         return PollError("invalid", "guest-file-read: too many short reads")
 
-    async def _run(self, argv: tuple[str, ...]) -> bytes | Unavailable | PollError:
-        """Run a fixed argv with guest-exec and return its stdout, bounded in size and time."""
+    async def _run_text(self, argv: tuple[str, ...]) -> str | Unavailable | PollError:
+        """Run a fixed argv with guest-exec, bounded in size and time, and return its stdout
+        as the reply's base64 text (length-checked, decoded by the caller: `_decoded`)."""
         for command in _EXEC_COMMANDS:
             if not self.session.is_enabled(command):
                 return Unavailable(f"command {command} disabled")
@@ -391,7 +408,7 @@ class QgaInventory:
         except QgaError as exc:
             return failure(exc)
 
-    def _exec_result(self, program: str, status: dict[str, Any]) -> bytes | PollError:
+    def _exec_result(self, program: str, status: dict[str, Any]) -> str | PollError:
         if status.get("out-truncated") is True:
             return PollError("truncated", f"{program} output truncated by the agent")
         code = as_int(status.get("exitcode"), minimum=-(2**31), maximum=2**31)
@@ -402,10 +419,15 @@ class QgaInventory:
             what = f"signal {signal}" if signal is not None else f"exit code {code}"
             return PollError("exec_failed", f"{program}: {what}: {message}"[:_DETAIL])
         raw = status.get("out-data", "")
-        out = _b64(raw, self.max_exec_output)
+        if not isinstance(raw, str):
+            return PollError("invalid", f"{program}: out-data is not base64")
+        if len(raw) > _b64_len(self.max_exec_output):
+            return PollError("too_large", f"{program} output over {self.max_exec_output}")
+        return raw
+
+    def _decoded(self, program: str, text: str) -> bytes | PollError:
+        out = _b64(text, self.max_exec_output)
         if out is None:
-            if isinstance(raw, str) and len(raw) > _b64_len(self.max_exec_output):
-                return PollError("too_large", f"{program} output over {self.max_exec_output}")
             return PollError("invalid", f"{program}: out-data is not base64")
         return out
 
@@ -423,6 +445,10 @@ def _answered(error: QgaError) -> bool:
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
+
+
+def _hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _b64_len(size: int) -> int:

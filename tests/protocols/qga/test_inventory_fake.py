@@ -156,6 +156,31 @@ async def test_rpm_exec_failures(fake_agent: FakeFactory, final: Any, reason: st
     assert len(outcome.detail) <= 256
 
 
+async def test_unchanged_exec_output_reuses_the_last_set(fake_agent: FakeFactory):
+    """The memo is keyed on the reply's base64 text and holds the last valid list."""
+    handler = GuestExec({"exited": True, "exitcode": 0, "out-data": b64(RPM_OUT)}, 0)
+    agent = await fake_agent(handler)
+    inventory = await inventory_for(agent)
+    first = (await inventory.packages(ROCKY))[FactKind.PACKAGES]
+    again = (await inventory.packages(ROCKY))[FactKind.PACKAGES]
+    assert isinstance(first, FactSet)
+    assert again is first
+
+    handler.final = {"exited": True, "exitcode": 0, "out-data": "!!not base64!!"}
+    for _ in range(2):  # an invalid reply is never memoised, and the last list stays
+        outcome = (await inventory.packages(ROCKY))[FactKind.PACKAGES]
+        assert outcome == PollError("invalid", "rpm: out-data is not base64")
+
+    handler.final = {"exited": True, "exitcode": 0, "out-data": b64(RPM_OUT)}
+    assert (await inventory.packages(ROCKY))[FactKind.PACKAGES] is first
+
+    fewer = RPM_OUT.splitlines(keepends=True)[0]
+    handler.final = {"exited": True, "exitcode": 0, "out-data": b64(fewer)}
+    changed = (await inventory.packages(ROCKY))[FactKind.PACKAGES]
+    assert isinstance(changed, FactSet)
+    assert len(changed.items) == 1
+
+
 async def test_exec_that_never_exits_times_out(fake_agent: FakeFactory):
     agent = await fake_agent(GuestExec({}, running_polls=10**9))
     inventory = await inventory_for(agent, exec_timeout=0.2)
