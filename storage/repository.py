@@ -25,6 +25,7 @@ from sqlalchemy import (
     case,
     delete,
     insert,
+    null,
     or_,
     select,
     update,
@@ -33,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql.dml import Insert
 
-from collector.facts import FactKind, pairs_digest
+from collector.facts import Fact, FactKind, pairs_digest
 from storage import alerts as _alerts
 from storage import db
 from storage.diff import SUBJECT_MAX, Change, EventType, bounded, changes
@@ -152,24 +153,17 @@ def _upsert(
     raise StoreError(f"unsupported database backend: {dialect}")
 
 
-class _Item:
-    """A current item of one VM and kind while a batch is applied."""
-
-    __slots__ = ("name", "pending", "row_id", "valid_from", "value")
-
-    def __init__(
-        self,
-        name: str,
-        value: str,
-        row_id: int | None = None,
-        pending: dict[str, Any] | None = None,
-        valid_from: datetime | None = None,
-    ) -> None:
-        self.name = name
-        self.value = value
-        self.row_id = row_id  # an existing row
-        self.pending = pending  # or a row inserted by this batch
-        self.valid_from = valid_from
+#: A current item of one VM and kind while a batch is applied: (row id, name, value, pending,
+#: valid_from). An existing row has its id and no pending row; a row this batch opened has no
+#: id and its insert parameters (`pending`, which closing it edits). A plain tuple, because
+#: a changed package list loads a thousand-odd of them per VM and a class instance per row
+#: cost as much as the query (`bench/store_diff.py`): the query's rows are sliced into them.
+_Item: TypeAlias = tuple[int | None, str, str, dict[str, Any] | None, datetime | None]
+_ROW_ID: Final = 0
+_NAME: Final = 1
+_VALUE: Final = 2
+_PENDING: Final = 3
+_VALID_FROM: Final = 4
 
 
 @dataclass(slots=True)
@@ -429,11 +423,13 @@ class Store:
             for chunk in _chunks(seen):
                 result = conn.execute(
                     select(
-                        _ITEMS.c.id,
                         _ITEMS.c.vm_id,
                         _ITEMS.c.identity,
+                        _ITEMS.c.id,  # the _Item from here on
                         _ITEMS.c.name,
                         _ITEMS.c.value,
+                        null(),
+                        null(),
                     )
                     .where(_ITEMS.c.kind == kind)
                     .where(_ITEMS.c.vm_id.in_(chunk))
@@ -442,8 +438,12 @@ class Store:
                 # A changed package list loads all of its thousand-odd rows: straight from the
                 # DBAPI cursor (plain integers and strings, nothing to convert), which costs
                 # half of what SQLAlchemy's rows with named access do (`bench/store_diff.py`).
-                for row_id, vm_id, identity, name, value in result.cursor.fetchall():
-                    batch.sets[(vm_id, kind)].items[identity] = _Item(name, value, row_id=row_id)
+                vm_of_set, items = None, {}
+                for row in result.cursor.fetchall():
+                    if row[0] != vm_of_set:  # rows come grouped by VM: one lookup per VM
+                        vm_of_set = row[0]
+                        items = batch.sets[(vm_of_set, kind)].items
+                    items[row[1]] = row[2:]
 
     def _apply(self, batch: _Batch, record: Record) -> None:
         vm_id = batch.vm_ids[_clean(record.vm.key, KEY_LEN)]
@@ -504,13 +504,14 @@ class Store:
         self, batch: _Batch, vm_id: int, at: datetime, record: InventoryObserved
     ) -> None:
         kind = str(record.facts.kind)
-        observed: dict[str, tuple[str, str]] = {}
+        # (fact, value) by stored identity; a row's name is only formatted if it is opened.
+        observed: dict[str, tuple[Fact, str]] = {}
         exact = True  # the rows will be these facts, unaltered: same digest
         for fact in record.facts.items:
             identity = fact.identity()
             stored = _clean(identity)
             exact = exact and stored == identity
-            observed[stored] = (_clean(fact.label(), NAME_LEN), fact.value())
+            observed[stored] = (fact, fact.value())
         # The collector has computed this digest already; recomputing it from the rows is a
         # sort and a hash of every item of every changed list.
         digest = (
@@ -519,7 +520,8 @@ class Store:
 
         state = batch.sets.get((vm_id, kind))
 
-        def open_row(identity: str, name: str, value: str) -> _Item:
+        def open_row(identity: str, fact: Fact, value: str) -> _Item:
+            name = _clean(fact.label(), NAME_LEN)
             row = {
                 "vm_id": vm_id,
                 "hypervisor": batch.host,
@@ -531,19 +533,20 @@ class Store:
                 "valid_to": None,
             }
             batch.opened.append(row)
-            return _Item(name, value, pending=row, valid_from=at)
+            return (None, name, value, row, at)
 
         def close_row(item: _Item) -> None:
-            if item.pending is not None:
-                assert item.valid_from is not None
-                item.pending["valid_to"] = max(at, item.valid_from)
+            pending, valid_from = item[_PENDING], item[_VALID_FROM]
+            if pending is not None:
+                assert valid_from is not None
+                pending["valid_to"] = max(at, valid_from)
             else:
-                batch.closed.append({"b_id": item.row_id, "b_to": at})
+                batch.closed.append({"b_id": item[_ROW_ID], "b_to": at})
 
         if state is None:
             # First observation of this kind: open rows, one summary event, no per-item events.
             items = {
-                ident: open_row(ident, name, value) for ident, (name, value) in observed.items()
+                ident: open_row(ident, fact, value) for ident, (fact, value) in observed.items()
             }
             batch.sets[(vm_id, kind)] = _SetState(
                 items=items, exists=False, dirty=True, first_seen=at, changed_at=at, digest=digest
@@ -561,20 +564,20 @@ class Store:
         for identity in sorted(items.keys() - observed.keys()):
             item = items.pop(identity)
             close_row(item)
-            for change in changes(kind, item.name, item.value, None):
+            for change in changes(kind, item[_NAME], item[_VALUE], None):
                 batch.event(vm_id, at, kind, change)
             changed = True
-        for identity, (name, value) in observed.items():
+        for identity, (fact, value) in observed.items():
             current = items.get(identity)
             if current is None:
-                items[identity] = open_row(identity, name, value)
-                for change in changes(kind, name, None, value):
+                opened = items[identity] = open_row(identity, fact, value)
+                for change in changes(kind, opened[_NAME], None, value):
                     batch.event(vm_id, at, kind, change)
                 changed = True
-            elif current.value != value:
+            elif current[_VALUE] != value:
                 close_row(current)
-                items[identity] = open_row(identity, name, value)
-                for change in changes(kind, name, current.value, value):
+                opened = items[identity] = open_row(identity, fact, value)
+                for change in changes(kind, opened[_NAME], current[_VALUE], value):
                     batch.event(vm_id, at, kind, change)
                 changed = True
         state.digest = digest  # the items are now exactly the observed ones
@@ -601,7 +604,7 @@ class Store:
             if not state.dirty:
                 continue
             digest = state.digest or pairs_digest(
-                (ident, item.value) for ident, item in state.items.items()
+                (ident, item[_VALUE]) for ident, item in state.items.items()
             )
             if state.exists:
                 changed_sets.append(
