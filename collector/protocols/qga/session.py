@@ -29,6 +29,7 @@ import enum
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
 from .._sanitize import scrub_text
@@ -54,6 +55,13 @@ _NAME_LIMIT: Final = 128
 _DESC_LIMIT: Final = 512
 _CLOSE_WAIT: Final = 1.0
 _INVALID: Final = object()
+#: A request without arguments, as `json.dumps(..., separators=(",", ":"))` writes it.
+_BARE_REQUEST: Final = b'{"execute":%s,"id":"%s"}\n'
+
+
+def _json_str(text: str) -> bytes:
+    return encode_basestring_ascii(text).encode("ascii")
+
 
 #: Consecutive failed resyncs on one channel before it is dropped and reopened.
 MAX_SYNC_FAILURES: Final = 2
@@ -340,9 +348,10 @@ class QgaSession:
             self._seq += 1
             request_id = f"gw{self._seq}"
             ids.append(request_id)
-            message: dict[str, Any] = {"execute": command, "id": request_id}
-            if arguments is not None:
-                message["arguments"] = dict(arguments)
+            if arguments is None:  # most commands (every heartbeat): no encoder call
+                lines.append(_BARE_REQUEST % (_json_str(command), request_id.encode()))
+                continue
+            message = {"execute": command, "id": request_id, "arguments": dict(arguments)}
             lines.append(json.dumps(message, separators=(",", ":")).encode() + b"\n")
         await self._write(b"".join(lines), loop.time() + per_reply)
         for (command, _), request_id in zip(batch, ids, strict=True):
