@@ -354,20 +354,25 @@ def parse_meminfo(text: str, report: ParseReport | None = None) -> Memory:
 
 
 def _package(name: str, version: str, arch: str, manager: str) -> Package | None:
-    name = scrub_text(name.strip(), MAX_TEXT)
+    """One package from its fields. A changed list parses thousands: fields that are already
+    safe (nearly all) are only stripped and cut, without a `scrub_text` call each."""
+    name, version, arch = name.strip()[:MAX_TEXT], version.strip()[:MAX_TEXT], arch.strip()
+    if not (name.isprintable() and version.isprintable() and arch.isprintable()):
+        name, version = scrub_text(name, MAX_TEXT), scrub_text(version, MAX_TEXT)
+        arch = arch if arch == "(none)" else scrub_text(arch, MAX_TEXT)
     if not name:
         return None
-    arch = arch.strip()
-    return Package(
-        name=name,
-        version=scrub_text(version.strip(), MAX_TEXT),
-        arch="" if arch == "(none)" else scrub_text(arch, MAX_TEXT),
-        manager=manager,
-    )
+    return Package(name, version, "" if arch == "(none)" else arch[:MAX_TEXT], manager)
+
+
+#: dpkg's status of nearly every listed package (the full check is `_installed`).
+_INSTALLED: Final = "install ok installed"
 
 
 def _installed(status: str) -> bool:
     """dpkg's "want flag status": the package is on disk when the status word says so."""
+    if status == _INSTALLED:
+        return True
     words = status.split()
     return len(words) == 3 and words[2] == "installed"
 

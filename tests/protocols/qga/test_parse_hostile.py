@@ -294,6 +294,30 @@ def test_rpm_output():
     assert report.skipped == 2
 
 
+@pytest.mark.parametrize("field", [0, 1, 2])
+def test_package_fields_are_scrubbed_and_cut(field: int):
+    """Whichever field is unsafe, every field is scrubbed; an over-long one is cut."""
+    fields = ["name", "1.0-1", "amd64"]
+    fields[field] = "x\u202e\x1b[2J" + "y" * 2 * MAX_TEXT
+    for parse in (parse_rpm_output, lambda text: parse_dpkg_query(text, with_status=False)):
+        (package,) = parse("\t".join(fields) + "\n")
+        values = (package.name, package.version, package.arch)
+        assert values[field] == ("x\ufffd\ufffd[2J" + "y" * 2 * MAX_TEXT)[:MAX_TEXT]
+        assert [v for i, v in enumerate(values) if i != field] == [
+            v for i, v in enumerate(fields) if i != field
+        ]
+
+
+def test_long_safe_package_fields_are_cut():
+    long = MAX_TEXT + 44
+    (package,) = parse_rpm_output("\t".join(["n" * long, "v" * long, "a" * long]) + "\n")
+    assert (package.name, package.version, package.arch) == (
+        "n" * MAX_TEXT,
+        "v" * MAX_TEXT,
+        "a" * MAX_TEXT,
+    )
+
+
 def test_dpkg_query_with_status_column():
     packages = parse_dpkg_query(
         "install ok installed\tbash\t5.2-1\tamd64\n"
