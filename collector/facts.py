@@ -13,6 +13,7 @@ identity and value; see `storage/`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -67,9 +68,23 @@ GROUP_KINDS: Final[Mapping[PollGroup, tuple[FactKind, ...]]] = {
 }
 
 
+#: Field values `_jsonable` returns as they are (checked by exact type: the usual case).
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+#: `json.dumps(..., sort_keys=True, separators=(",", ":"))` without building an encoder per call.
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, looked up once per class: every poll digests its sets."""
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _jsonable(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _jsonable(getattr(value, name)) for name in _field_names(type(value))}
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     return value
@@ -93,14 +108,15 @@ class Fact:
         return self.identity()
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        data: dict[str, Any] = _jsonable(self)
+        return data
 
     def value(self) -> str:
         """Canonical JSON of the inventory part (measurements left out)."""
         data = self.to_dict()
         for name in self.sample_fields:
             data.pop(name, None)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return _CANONICAL.encode(data)
 
 
 @dataclass(frozen=True, slots=True)
