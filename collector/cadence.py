@@ -67,8 +67,16 @@ class Cadence:
 
     @property
     def tick_seconds(self) -> float:
-        """How often `tick()` should run: a tenth of the interval, at most 0.25 s."""
-        return min(0.25, self.interval / 10)
+        """How often `tick()` should run: a tenth of the interval, at most 0.25 s, up to 5 s;
+        a twentieth of a longer one, at most 1 s.
+
+        A run starts up to one tick late: 0.25 s for a 5 s heartbeat, 1 s for polls minutes
+        apart. Each tick is an APScheduler job run (a few hundred µs of its bookkeeping), so
+        the inventory cadences tick once a second rather than four times.
+        """
+        if self.interval <= 5.0:
+            return min(0.25, self.interval / 10)
+        return min(1.0, self.interval / 20)
 
     def add(self, member: str, job: Job, *, first_in: float) -> None:
         """Run `job` `first_in` seconds from now, then every interval (replaces `member`)."""

@@ -49,6 +49,9 @@ async def test_each_member_runs_at_its_phase_then_every_interval_without_drift()
     a_runs = [at for name, at in log if name == "a"]
     assert a_runs == pytest.approx([101.01, 106.01, 111.01])  # late ticks never accumulate
     assert cadence.tick_seconds == 0.25
+    assert Cadence("packages", 120.0).tick_seconds == 1.0
+    assert Cadence("users", 10.0).tick_seconds == 0.5
+    assert Cadence("fast", 1.0).tick_seconds == 0.1
 
 
 async def test_jitter_delays_each_run_within_its_fraction_of_the_interval() -> None:

@@ -9,6 +9,7 @@ list belongs, a meminfo without MemTotal) raises `ParseError`, failing that one 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -241,19 +242,34 @@ def parse_disks(value: object, report: ParseReport | None = None) -> list[Disk]:
 # -- network ------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _ip(text: str) -> tuple[str, str, int] | None:
+    """(canonical form, family, longest prefix) of an IP address; None if `text` is none.
+
+    Cached: every network poll of every VM validates the same few addresses again, and an
+    IPv6 address costs some 10 µs to parse and print. Keys are at most MAX_TEXT characters,
+    so a guest sending fresh garbage only churns a cache of bounded size.
+    """
+    try:
+        parsed = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    family = "ipv4" if parsed.version == 4 else "ipv6"
+    return str(parsed), family, parsed.max_prefixlen
+
+
 def _address(item: dict[str, Any]) -> NetAddress | None:
     text = item.get("ip-address")
     if not isinstance(text, str) or not 0 < len(text) <= MAX_TEXT:
         return None
-    try:
-        parsed = ipaddress.ip_address(text.strip())
-    except ValueError:
+    parsed = _ip(text.strip())
+    if parsed is None:
         return None
-    prefix = as_int(item.get("prefix"), maximum=parsed.max_prefixlen)
+    address, family, longest = parsed
+    prefix = as_int(item.get("prefix"), maximum=longest)
     if prefix is None:
         return None
-    family = "ipv4" if parsed.version == 4 else "ipv6"
-    return NetAddress(address=str(parsed), prefix=prefix, family=family)
+    return NetAddress(address=address, prefix=prefix, family=family)
 
 
 def parse_interfaces(value: object, report: ParseReport | None = None) -> list[NetInterface]:
