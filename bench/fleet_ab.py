@@ -104,7 +104,7 @@ def main() -> None:
         head = [r[name] for r in results["head"] if name in r]
         if base and head:
             b, h = statistics.mean(base), statistics.mean(head)
-            print(f"  {name:<13} base {b:8.2f}  head {h:8.2f}  head/base {h / b:.2f}")
+            print(f"  {name:<13} base {b:9.3f}  head {h:9.3f}  head/base {h / b:.2f}")
 
 
 if __name__ == "__main__":
