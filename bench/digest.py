@@ -17,13 +17,12 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `collector` when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
 
+from bench.packages_poll import cpu_per_call
 from collector.facts import (
     Fact,
     FactKind,
@@ -90,13 +89,6 @@ def plain_value(fact: Fact) -> str:
 
 def plain_digest(facts: FactSet) -> bytes:
     return pairs_digest((f.identity(), plain_value(f)) for f in facts.items)
-
-
-def cpu_per_call(work: Callable[[], object], rounds: int) -> float:
-    started = time.process_time()
-    for _ in range(rounds):
-        work()
-    return (time.process_time() - started) / rounds
 
 
 def main() -> None:
