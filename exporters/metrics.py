@@ -96,6 +96,24 @@ class Section(Generic[_K]):
     families: tuple[VmFamily, ...]
     key: Callable[[VmState], _K]
     samples: Callable[[str, _K], Iterable[Sample]]
+    #: Set by `value_section` only: the label values after `domain` of its one sample, whose
+    #: value is the key. A renderer may then format the line from a template and skip
+    #: `samples`: heartbeat timestamps change on every VM between two scrapes.
+    value_labels: tuple[str, ...] | None = None
+
+
+def value_section(
+    family: VmFamily, key: Callable[[VmState], float | None], *labels: str
+) -> Section[float | None]:
+    """A section of one sample valued by its key (a timestamp), none while the key is None."""
+    if family.labels[:1] != ("domain",) or len(family.labels) != len(labels) + 1:
+        raise ValueError(f"{family.name}: labels are domain and {len(labels)} more")
+
+    def samples(domain: str, value: float | None) -> Iterator[Sample]:
+        if value is not None:
+            yield family, (domain, *labels), value
+
+    return Section((family,), key, samples, labels)
 
 
 def _vm_gauge(name: str, doc: str, *labels: str) -> VmFamily:
@@ -282,11 +300,6 @@ def _liveness(domain: str, current: State) -> Iterator[Sample]:
         yield AGENT_STATE, (domain, s.value), 1.0 if s is current else 0.0
 
 
-def _heartbeat(domain: str, last_heartbeat: float | None) -> Iterator[Sample]:
-    if last_heartbeat is not None:
-        yield HEARTBEAT_LAST, (domain,), last_heartbeat
-
-
 def _os(domain: str, facts: FactSet | None) -> Iterator[Sample]:
     if (os := _first(facts, OsInfo)) is not None:
         labels = (domain, os.id, os.name, os.pretty_name, os.version_id)
@@ -364,10 +377,6 @@ def _inventory_sections(kind: FactKind) -> tuple[Section[float | None], Section[
         ks = vm.kinds.get(kind)
         return None if ks is None else ks.last_success
 
-    def last(domain: str, last_success: float | None) -> Iterator[Sample]:
-        if last_success is not None:
-            yield INVENTORY_LAST_SUCCESS, (domain, kind.value), last_success
-
     def status_key(vm: VmState) -> str | None:
         ks = vm.kinds.get(kind)
         return None if ks is None else ks.status
@@ -377,7 +386,7 @@ def _inventory_sections(kind: FactKind) -> tuple[Section[float | None], Section[
             yield INVENTORY_AVAILABLE, (domain, kind.value), 0.0 if status == "unavailable" else 1.0
 
     return (
-        Section((INVENTORY_LAST_SUCCESS,), last_key, last),
+        value_section(INVENTORY_LAST_SUCCESS, last_key, kind.value),
         Section((INVENTORY_AVAILABLE,), status_key, available),
     )
 
@@ -406,7 +415,7 @@ SECTIONS: Final[tuple[Section[Any], ...]] = (
     Section((AGENT_INFO,), _facts(FactKind.AGENT), _agent),
     # A heartbeat re-renders one line; the stateset only on a transition.
     Section((AGENT_UP, AGENT_STATE), attrgetter("liveness.state"), _liveness),
-    Section((HEARTBEAT_LAST,), attrgetter("liveness.last_heartbeat"), _heartbeat),
+    value_section(HEARTBEAT_LAST, attrgetter("liveness.last_heartbeat")),
     Section((OS_INFO,), _facts(FactKind.OS), _os),
     Section(
         (GUEST_INFO,),

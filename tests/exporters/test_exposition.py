@@ -36,9 +36,9 @@ from collector.facts import (
 from collector.liveness import Liveness, State
 from collector.state import FleetState, VmState
 from collector.targets import Target
-from exporters.exposition import MetricsPage, VmExposition
+from exporters.exposition import MetricsPage, VmExposition, floatToGoString, format_value
 from exporters.http import build_app
-from exporters.metrics import SECTIONS, VM_FAMILIES, FleetCollector
+from exporters.metrics import SECTIONS, VM_FAMILIES, FleetCollector, VmFamily, value_section
 from storage.records import VmRef
 from storage.repository import Store
 from tests.support.real import require
@@ -297,6 +297,39 @@ def test_only_what_changed_is_rendered_again(fleet: FleetState) -> None:
     assert all("domain=" in line and "vm \\" in line for line in changed_lines(same, last))
     assert whole(page) == reference(fleet)
     assert whole(page, openmetrics=True) == reference(fleet, openmetrics=True)
+
+
+def test_values_are_formatted_as_prometheus_client_does() -> None:
+    rng = random.Random(3)
+    values: list[float] = [0.0, 1.0, -1.0, 0.5, 1e6, 1e16, 999_999.9, 1_000_000.5, 9.9e15]
+    values += [float("inf"), float("-inf"), 1e-7, 123456789012, 1 << 40, T0, T0 + 0.25]
+    values += [rng.uniform(0, 10.0 ** rng.randrange(0, 19)) for _ in range(20_000)]
+    values += [rng.randrange(10 ** rng.randrange(1, 19)) for _ in range(20_000)]  # ints too
+    assert [format_value(v) for v in values] == [floatToGoString(v) for v in values]
+    assert format_value(float("nan")) == "NaN"
+
+
+def test_a_value_section_line_is_prometheus_clients() -> None:
+    """The template path of `value_section`: fixed labels escaped, a `%` kept literally."""
+    family = VmFamily("guestwatch_test_seconds", "Test.", ("domain", "zone", "area"))
+    fixed = ('50% "x"\\', "a%sb")
+    section = value_section(family, lambda vm: vm.liveness.last_heartbeat, *fixed)
+    fleet = fleet_of(hostile_vm(), vm_state("silent-1"))
+    page = VmExposition(fleet, (section,), (family,))
+    registry = CollectorRegistry(auto_describe=False)
+
+    class One:
+        def collect(self) -> Iterator[Metric]:
+            metric = family.metric()
+            for name, vm in fleet.vms.items():
+                for _, labels, value in section.samples(name, section.key(vm)):
+                    metric.add_metric(labels, value)
+            yield metric
+
+    registry.register(One())
+    assert page.render(openmetrics=True, trailer=b"# EOF\n") == generate_openmetrics(registry)
+    with pytest.raises(ValueError, match="labels are domain and 1 more"):
+        value_section(family, lambda vm: None, "only-one")
 
 
 def test_a_vm_removed_from_the_fleet_disappears_and_comes_back_whole(fleet: FleetState) -> None:
