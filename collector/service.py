@@ -166,10 +166,12 @@ class Service:
     def scan(self) -> None:
         """Reconcile runners with what exists now: new sockets start, vanished ones go."""
         now = self.clock()
+        # Discovered sockets were checked as they were listed; static targets are listed
+        # whether or not their socket exists.
         present: dict[str, Target] = {
             name: target
             for name, target in discover(self.config).items()
-            if socket_exists(target.socket)
+            if not target.static or socket_exists(target.socket)
         }
         if self.config.libvirt.uri:  # running libvirt domains; the optional binding loads here
             from collector.libvirt.discovery import libvirt_targets

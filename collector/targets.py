@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 from collector.config import Config
 
@@ -38,15 +38,17 @@ class Target:
 
 
 def socket_exists(path: str) -> bool:
+    # `os.stat`, not `Path.stat`: a scan checks every socket of the fleet, and building a
+    # `Path` costs three times the system call (`bench/scan.py`).
     try:
-        return stat.S_ISSOCK(Path(path).stat().st_mode)
+        return stat.S_ISSOCK(os.stat(path).st_mode)  # noqa: PTH116
     except OSError:
         return False
 
 
 def name_from_socket(path: str) -> str | None:
     """The VM's name is the socket's file name without its suffix (`/run/x/web-1.qga`)."""
-    name = Path(path).name.split(".", 1)[0] if "." in Path(path).name else Path(path).name
+    name = path.rpartition("/")[2].split(".", 1)[0]
     return name if _NAME.match(name) else None
 
 
