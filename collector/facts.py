@@ -350,9 +350,6 @@ class FactSet:
     items: tuple[Fact, ...] = field(default_factory=tuple)
     _digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
     _released: bool = field(default=False, init=False, repr=False, compare=False)
-    _pairs: tuple[tuple[str, str], ...] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
 
     @property
     def released(self) -> bool:
@@ -370,9 +367,7 @@ class FactSet:
         digest = self.digest()
         copy = FactSet(self.kind, self.items)
         object.__setattr__(copy, "_digest", digest)
-        object.__setattr__(copy, "_pairs", self._pairs)
         object.__setattr__(self, "items", ())
-        object.__setattr__(self, "_pairs", None)
         object.__setattr__(self, "_released", True)
         return copy
 
@@ -387,22 +382,7 @@ class FactSet:
         return self._digest
 
     def _compute_digest(self) -> bytes:
-        return pairs_digest(self.pairs())
-
-    def pairs(self) -> tuple[tuple[str, str], ...]:
-        """Each item's `(identity(), value())`, in item order: what is digested and stored.
-
-        Kept for a package set, the big one that changes: the runner digests a changed list
-        and the store's writer then diffs the same pairs against the stored rows, and
-        formatting them twice was a fifth of the writer's cost (`bench/store_diff.py`). Other
-        kinds are small, and their sets stay in memory for the views: not kept.
-        """
-        if self._pairs is not None:
-            return self._pairs
-        pairs = tuple([(f.identity(), f.value()) for f in self.items])
-        if self.kind is FactKind.PACKAGES:
-            object.__setattr__(self, "_pairs", pairs)
-        return pairs
+        return pairs_digest((f.identity(), f.value()) for f in self.items)
 
 
 def pairs_digest(pairs: Iterable[tuple[str, str]]) -> bytes:

@@ -4,7 +4,7 @@ for an unchanged list hold almost nothing; counts and the store record stay whol
 from __future__ import annotations
 
 from collector.config import PollingConfig
-from collector.facts import FactKind, FactSet, Hostname, Package, fact_set
+from collector.facts import FactKind, FactSet, Package, fact_set
 from collector.liveness import Liveness
 from collector.runner import TargetRunner
 from collector.state import FleetState, VmState
@@ -39,24 +39,6 @@ def test_release_keeps_digest_and_hands_the_items_to_a_copy() -> None:
     copy = full.release()
     assert full.released and full.items == () and full.digest() == digest
     assert not copy.released and len(copy.items) == 2 and copy.digest() == digest
-
-
-def test_a_package_sets_pairs_are_formatted_once_and_go_with_its_items() -> None:
-    full = packages("a", "b")
-    pairs = full.pairs()
-    assert pairs == tuple((p.identity(), p.value()) for p in full.items)
-    assert full.pairs() is pairs  # the digest and the store's diff share one formatting
-    copy = full.release()
-    assert copy.pairs() is pairs and copy.digest() == full.digest()
-    assert full.pairs() == ()  # the driver's released set holds neither items nor pairs
-
-
-def test_small_sets_do_not_keep_their_pairs() -> None:
-    """Their sets stay in memory for the views; the pairs are only the digest's input."""
-    users = fact_set(FactKind.USERS, [])
-    assert users.pairs() == ()
-    hostname = fact_set(FactKind.HOSTNAME, [Hostname(name="web", fqdn="web.example")])
-    assert hostname.pairs() == hostname.pairs() and hostname.pairs() is not hostname.pairs()
 
 
 def test_runner_records_once_then_reuses_the_released_set() -> None:
