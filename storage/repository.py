@@ -350,7 +350,6 @@ class Store:
                     _VMS.c.uuid,
                     _VMS.c.hypervisor,
                     _VMS.c.protocol,
-                    _VMS.c.last_heartbeat,
                 )
                 .where(_VMS.c.key.in_(chunk))
                 .order_by(_VMS.c.key)
@@ -388,22 +387,34 @@ class Store:
                     ids[inserted.key] = inserted.id
                     batch.hypervisors[inserted.id] = inserted.hypervisor
 
+        # The last heartbeat decides only whether a claim from another host is stale: read
+        # for those VMs alone (a migration), not converted for every VM of every batch.
+        moved = [
+            row.id
+            for key, row in known.items()
+            if key in claim_at and row.hypervisor != _clean(refs[key].hypervisor, NAME_LEN)
+        ]
+        last_heartbeats: dict[int, datetime | None] = {}
+        for chunk in _chunks(moved):
+            for vm_id, last in conn.execute(
+                select(_VMS.c.id, _VMS.c.last_heartbeat).where(_VMS.c.id.in_(chunk))
+            ):
+                last_heartbeats[vm_id] = last
         changed = []
         for key, row in known.items():
             ref = refs[key]
-            stale_claim = (
-                key in claim_at
-                and row.hypervisor != _clean(ref.hypervisor, NAME_LEN)
-                and row.last_heartbeat is not None
-                and claim_at[key] < row.last_heartbeat.timestamp()
-            )
-            if key not in claim_at or stale_claim:
-                # No claim, or an answer older than the current host's last heartbeat
-                # (the source's writes reaching the database after the destination's).
+            host = _clean(ref.hypervisor, NAME_LEN)
+            if key not in claim_at:
                 batch.hypervisors[row.id] = row.hypervisor
                 continue
-            if row.hypervisor != _clean(ref.hypervisor, NAME_LEN):
-                batch.host = _clean(ref.hypervisor, NAME_LEN)
+            if row.hypervisor != host:
+                last = last_heartbeats.get(row.id)
+                if last is not None and claim_at[key] < last.timestamp():
+                    # An answer older than the current host's last heartbeat (the source's
+                    # writes reaching the database after the destination's): no claim.
+                    batch.hypervisors[row.id] = row.hypervisor
+                    continue
+                batch.host = host
                 batch.event(
                     row.id,
                     _ts(claim_at[key]),
@@ -411,16 +422,16 @@ class Store:
                     Change(EventType.MIGRATED, _clean(ref.name, NAME_LEN),
                            bounded(row.hypervisor), bounded(ref.hypervisor)),
                 )  # fmt: skip
-            batch.hypervisors[row.id] = _clean(ref.hypervisor, NAME_LEN)
-            want = {
-                "name": _clean(ref.name, NAME_LEN),
-                "hypervisor": _clean(ref.hypervisor, NAME_LEN),
-                "protocol": _clean(ref.protocol, PROTOCOL_LEN),
-                # An unknown UUID does not erase a known one.
-                "uuid": row.uuid if ref.uuid is None else _clean(ref.uuid, UUID_LEN),
-            }
-            if any(getattr(row, column) != value for column, value in want.items()):
-                changed.append({"b_id": row.id, **{f"b_{k}": v for k, v in want.items()}})
+            batch.hypervisors[row.id] = host
+            name = _clean(ref.name, NAME_LEN)
+            protocol = _clean(ref.protocol, PROTOCOL_LEN)
+            # An unknown UUID does not erase a known one.
+            uuid = row.uuid if ref.uuid is None else _clean(ref.uuid, UUID_LEN)
+            if (row.name, row.hypervisor, row.protocol, row.uuid) != (name, host, protocol, uuid):
+                changed.append(
+                    {"b_id": row.id, "b_name": name, "b_hypervisor": host,
+                     "b_protocol": protocol, "b_uuid": uuid}
+                )  # fmt: skip
         if changed:
             conn.execute(
                 update(_VMS)
