@@ -13,14 +13,34 @@ per package in the list, and what that comes to for 10,000 VMs polled every 120 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from collector.facts import FactKind, FactSet, Package, fact_set
 from storage.records import InventoryObserved, VmRef
 from storage.repository import Store
+
+
+@contextlib.contextmanager
+def bench_store(vms: int) -> Iterator[tuple[Store, list[VmRef]]]:
+    """A migrated SQLite store in a temporary directory, and references to `vms` VMs."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = Store(f"sqlite:///{Path(directory) / 'bench.db'}")
+        store.upgrade()
+        try:
+            yield (
+                store,
+                [
+                    VmRef(key=f"bench/vm{i}", name=f"vm{i}", hypervisor="bench", protocol="qga")
+                    for i in range(vms)
+                ],
+            )
+        finally:
+            store.close()
 
 
 def packages(vm: int, count: int, round_: int, upgrades: int) -> FactSet:
@@ -45,13 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as directory:
-        store = Store(f"sqlite:///{Path(directory) / 'bench.db'}")
-        store.upgrade()
-        refs = [
-            VmRef(key=f"bench/vm{i}", name=f"vm{i}", hypervisor="bench", protocol="qga", uuid=None)
-            for i in range(args.vms)
-        ]
+    with bench_store(args.vms) as (store, refs):
         started = time.monotonic()
         store.write(
             [

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
-from storage.records import HeartbeatSeen, Sample, SamplesObserved, VmRef
-from storage.repository import Store
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench` when run as a script
+
+from bench.store_diff import bench_store
+from storage.records import HeartbeatSeen, Sample, SamplesObserved
 
 #: Sample records per batch: a 10,000-VM fleet's memory, filesystem and system polls in the
 #: writer's half-second batching window (250 polls a second).
@@ -57,13 +59,7 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=10_000)
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        store = Store(f"sqlite:///{Path(directory) / 'bench.db'}")
-        store.upgrade()
-        refs = [
-            VmRef(key=f"bench/vm{i}", name=f"vm{i}", hypervisor="bench", protocol="qga", uuid=None)
-            for i in range(args.vms)
-        ]
+    with bench_store(args.vms) as (store, refs):
         started = time.time()
         store.write([HeartbeatSeen(ref, started) for ref in refs])  # the fleet is stored
         per_row: list[float] = []
@@ -84,7 +80,6 @@ def main() -> None:
             f"of {RECORDS_PER_BATCH} records, {rows} rows)"
         )
         print(f"at 10,000 VMs (1,250 rows a second): {median * 1250 * 100:.2f}% of a core")
-        store.close()
 
 
 if __name__ == "__main__":
