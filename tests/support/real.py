@@ -51,19 +51,58 @@ PACKAGES = {
 }
 
 
+# Environment variables naming another build of a component (a missing path = not installed).
+OVERRIDES = {"qemu-ga": "GUESTWATCH_QEMU_GA"}
+
+
+def _locate(binary: str) -> str | None:
+    override = os.environ.get(OVERRIDES.get(binary, ""))
+    if override is not None:
+        return override if os.access(override, os.X_OK) else None
+    known = KNOWN_PATHS.get(binary)
+    return shutil.which(binary) or (known if known and os.access(known, os.X_OK) else None)
+
+
 def require(binary: str) -> str:
     """Path of a real component's binary; never silently skipped under CI=true."""
-    found = shutil.which(binary) or (
-        KNOWN_PATHS[binary]
-        if binary in KNOWN_PATHS and os.access(KNOWN_PATHS[binary], os.X_OK)
-        else None
-    )
+    found = _locate(binary)
     if found is None:
         message = f"{binary} is not installed (apt-get install {PACKAGES.get(binary, binary)})"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def is_listening(path: Path) -> bool:
+    """Whether a unix socket at `path` accepts connections (Linux's /proc/net/unix)."""
+    target = os.fspath(path)
+    with open("/proc/net/unix", encoding="utf-8", errors="replace") as table:
+        next(table)  # the header
+        for line in table:
+            # Num RefCount Protocol Flags Type St Inode Path; __SO_ACCEPTCON marks a listener.
+            fields = line.split(None, 7)
+            path_matches = len(fields) == 8 and fields[7].rstrip("\n") == target
+            if path_matches and int(fields[3], 16) & 0x10000:
+                return True
+    return False
+
+
+def wait_listening(path: Path, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    """Wait until `proc` listens on `path`; fail the test with its log if it never does.
+
+    The socket file appears at bind(), before listen(): a client that connects in between
+    is refused, so the file's existence is not readiness.
+    """
+    deadline = time.monotonic() + 10
+    while not (path.exists() and is_listening(path)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            text = log.read_text(errors="replace") if log.exists() else ""
+            pytest.fail(f"{what} did not start listening on {path}: {text[-2000:]}")
+        time.sleep(0.02)
 
 
 class QemuGa:
@@ -100,12 +139,7 @@ class QemuGa:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 10
-        while not self.socket.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"qemu-ga did not start: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.02)
+        wait_listening(self.socket, self.proc, "qemu-ga", self.log_path)
 
     def pause(self) -> None:
         assert self.proc is not None

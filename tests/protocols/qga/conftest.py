@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.real import QemuGa
 
 from .fakeagent import FakeAgent, Handler
 
@@ -69,83 +68,14 @@ def short_tmp() -> Iterator[Path]:
 # -- real qemu-ga ----------------------------------------------------------------------
 
 
-def qemu_ga_path() -> str | None:
-    """The qemu-ga binary; env GUESTWATCH_QEMU_GA overrides (a missing path = not installed)."""
-    override = os.environ.get("GUESTWATCH_QEMU_GA")
-    if override is not None:
-        return override if os.access(override, os.X_OK) else None
-    found = shutil.which("qemu-ga")
-    if found:
-        return found
-    return "/usr/sbin/qemu-ga" if os.access("/usr/sbin/qemu-ga", os.X_OK) else None
-
-
-def require_qemu_ga() -> str:
-    path = qemu_ga_path()
-    if path is None:
-        message = "qemu-ga is not installed (apt-get install qemu-guest-agent)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-class RealAgent:
-    """A qemu-ga process listening on a unix socket in its own directory."""
-
-    def __init__(self, binary: str, directory: Path, extra: list[str]) -> None:
-        self.directory = directory
-        self.socket = str(directory / "qga.sock")
-        state = directory / "state"
-        state.mkdir()
-        self.log = (directory / "qga.log").open("wb")
-        self.proc = subprocess.Popen(
-            [binary, "-m", "unix-listen", "-p", self.socket, "-t", str(state), "-f",
-             str(directory / "qga.pid"), *extra],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.stopped = False
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.socket):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.terminate()
-                log = (directory / "qga.log").read_text(errors="replace")
-                pytest.fail(f"qemu-ga did not start: {log[-2000:]}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        os.kill(self.proc.pid, signal.SIGSTOP)
-        self.stopped = True
-
-    def cont(self) -> None:
-        os.kill(self.proc.pid, signal.SIGCONT)
-        self.stopped = False
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            if self.stopped:
-                self.cont()
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-
-
 @pytest.fixture
-def start_qga(short_tmp: Path) -> Iterator[Callable[..., RealAgent]]:
-    """Factory: start_qga(*extra_args) -> RealAgent; every agent is terminated afterwards."""
-    binary = require_qemu_ga()
-    agents: list[RealAgent] = []
+def start_qga(short_tmp: Path) -> Iterator[Callable[..., QemuGa]]:
+    """Factory: start_qga(*extra_args) -> a listening QemuGa; every agent is stopped afterwards."""
+    agents: list[QemuGa] = []
 
-    def start(*extra: str) -> RealAgent:
+    def start(*extra: str) -> QemuGa:
         directory = short_tmp / f"a{len(agents)}"
-        directory.mkdir()
-        agent = RealAgent(binary, directory, list(extra))
+        agent = QemuGa(directory / "qga.sock", directory / "state", *extra)
         agents.append(agent)
         return agent
 
@@ -153,11 +83,11 @@ def start_qga(short_tmp: Path) -> Iterator[Callable[..., RealAgent]]:
         yield start
     finally:
         for agent in agents:
-            agent.terminate()
+            agent.stop()
 
 
 @pytest.fixture
-def qga(start_qga: Callable[..., RealAgent]) -> RealAgent:
+def qga(start_qga: Callable[..., QemuGa]) -> QemuGa:
     return start_qga()
 
 

@@ -28,8 +28,7 @@ from collector.facts import (
 )
 from collector.protocols.qga import QgaInventory, QgaSession, State, unix_connector
 from collector.protocols.qga.driver import QgaDriver
-
-from .conftest import RealAgent
+from tests.support.real import QemuGa
 
 pytestmark = pytest.mark.real
 
@@ -64,7 +63,7 @@ def installed_dpkg_packages() -> dict[str, str]:
 
 
 @pytest.fixture
-async def inventory(qga: RealAgent) -> AsyncIterator[QgaInventory]:
+async def inventory(qga: QemuGa) -> AsyncIterator[QgaInventory]:
     session = QgaSession(unix_connector(qga.socket))
     await session.open()
     try:
@@ -140,7 +139,7 @@ async def test_users(inventory: QgaInventory):
     ids=["dpkg-query", "status-file"],
 )
 async def test_packages_by_dpkg_query_or_from_the_status_file(
-    start_qga: Callable[..., RealAgent], blocked: tuple[str, ...], route: str
+    start_qga: Callable[..., QemuGa], blocked: tuple[str, ...], route: str
 ):
     if shutil.which("dpkg-query") is None:
         pytest.skip("not a dpkg host")
@@ -169,7 +168,7 @@ async def test_packages_by_dpkg_query_or_from_the_status_file(
         await session.close()
 
 
-async def test_blocked_commands_make_their_kinds_unavailable(start_qga: Callable[..., RealAgent]):
+async def test_blocked_commands_make_their_kinds_unavailable(start_qga: Callable[..., QemuGa]):
     agent = start_qga("--block-rpcs", "guest-file-open,guest-get-fsinfo")
     session = QgaSession(unix_connector(agent.socket))
     await session.open()
@@ -194,8 +193,8 @@ async def test_blocked_commands_make_their_kinds_unavailable(start_qga: Callable
         await session.close()
 
 
-async def test_driver_per_poll_mode_lets_go_of_the_channel(qga: RealAgent):
-    driver = QgaDriver(qga.socket, mode="per-poll", command_timeout=2.0)
+async def test_driver_per_poll_mode_lets_go_of_the_channel(qga: QemuGa):
+    driver = QgaDriver(str(qga.socket), mode="per-poll", command_timeout=2.0)
     await driver.heartbeat()
     assert driver.session.state is State.CLOSED
     outcomes = await driver.poll(PollGroup.SYSTEM, None)
@@ -204,8 +203,8 @@ async def test_driver_per_poll_mode_lets_go_of_the_channel(qga: RealAgent):
     await driver.close()
 
 
-async def test_driver_persistent_mode_and_errors(qga: RealAgent, short_tmp: Path):
-    driver = QgaDriver(qga.socket, mode="persistent")
+async def test_driver_persistent_mode_and_errors(qga: QemuGa, short_tmp: Path):
+    driver = QgaDriver(str(qga.socket), mode="persistent")
     await driver.heartbeat()
     outcomes = await driver.poll(PollGroup.MEMORY, None)
     assert isinstance(outcomes[FactKind.MEMORY], FactSet)

@@ -18,20 +18,17 @@ from collector.protocols.qga import (
     ping,
     unix_connector,
 )
-
-from .conftest import RealAgent, qemu_ga_path
+from tests.support.real import QemuGa, require
 
 pytestmark = pytest.mark.real
 
 
 def agent_version() -> str:
-    path = qemu_ga_path()
-    assert path is not None
-    out = subprocess.run([path, "-V"], capture_output=True, text=True, check=True).stdout
-    return out.split()[-1]
+    argv = [require("qemu-ga"), "-V"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()[-1]
 
 
-async def test_open_reads_guest_info(qga: RealAgent):
+async def test_open_reads_guest_info(qga: QemuGa):
     async with QgaSession(unix_connector(qga.socket)) as session:
         assert session.state is State.READY
         assert session.agent_version == agent_version()
@@ -42,7 +39,7 @@ async def test_open_reads_guest_info(qga: RealAgent):
     assert session.faults == {}
 
 
-async def test_pipelined_batch_against_the_real_agent(qga: RealAgent):
+async def test_pipelined_batch_against_the_real_agent(qga: QemuGa):
     async with QgaSession(unix_connector(qga.socket)) as session:
         results = await session.execute_many(
             [
@@ -63,7 +60,7 @@ async def test_pipelined_batch_against_the_real_agent(qga: RealAgent):
     assert session.faults == {"agent_error": 1, "disabled": 1}
 
 
-async def test_per_poll_open_close_cycles(qga: RealAgent):
+async def test_per_poll_open_close_cycles(qga: QemuGa):
     session = QgaSession(unix_connector(qga.socket))
     for _ in range(20):
         await session.open()
@@ -73,7 +70,7 @@ async def test_per_poll_open_close_cycles(qga: RealAgent):
     assert session.faults == {}
 
 
-async def test_blocked_command_is_not_enabled(start_qga: Callable[..., RealAgent]):
+async def test_blocked_command_is_not_enabled(start_qga: Callable[..., QemuGa]):
     agent = start_qga("--block-rpcs", "guest-exec,guest-file-open")
     async with QgaSession(unix_connector(agent.socket)) as session:
         assert session.enabled_commands is not None
@@ -88,18 +85,18 @@ async def test_blocked_command_is_not_enabled(start_qga: Callable[..., RealAgent
         assert await session.execute("guest-ping") == {}
 
 
-async def test_stopped_agent_times_out_and_no_stale_reply_lands(qga: RealAgent):
+async def test_stopped_agent_times_out_and_no_stale_reply_lands(qga: QemuGa):
     session = QgaSession(unix_connector(qga.socket), command_timeout=0.5)
     await session.open()
     try:
-        qga.stop()
+        qga.pause()
         with pytest.raises(CommandTimeout):
             await session.execute("guest-get-host-name")
         results = await session.execute_many(
             [("guest-get-osinfo", None), ("guest-get-users", None)]
         )
         assert all(isinstance(r, Exception) for r in results)
-        qga.cont()
+        qga.resume()
         await asyncio.sleep(0.05)
         # The agent now answers the old requests first; none of that may reach these.
         assert await session.execute("guest-get-timezone") != {"host-name": socket.gethostname()}
@@ -113,6 +110,6 @@ async def test_stopped_agent_times_out_and_no_stale_reply_lands(qga: RealAgent):
         assert session.state is State.READY
         assert session.faults.get("timeout", 0) >= 1
     finally:
-        if qga.stopped:
-            qga.cont()
+        if qga.paused:
+            qga.resume()
         await session.close()

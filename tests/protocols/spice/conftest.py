@@ -10,14 +10,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from collector.config import Config, from_dict
-from tests.support.real import require
+from tests.support.real import require, wait_listening
 from tests.support.service import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -205,12 +204,11 @@ class SpiceGuest:
                 str(self.socket),
             ]
         )
-        deadline = time.monotonic() + 10
-        while not self.socket.exists():
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"spice-vdagentd did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.02)
+        try:
+            wait_listening(self.socket, self.daemon, "spice-vdagentd", self.log)
+        except BaseException:  # pytest.fail included: Xvfb must not outlive the test
+            self.stop()
+            raise
 
     def start_session(self) -> None:
         assert self.agent is None or self.agent.poll() is not None, "a session agent runs"
