@@ -154,6 +154,13 @@ class VmExposition:
 
     def render(self, *, openmetrics: bool, trailer: bytes = b"") -> bytes:
         """Every per-VM family, then `trailer` (the rest of the page), in one buffer."""
+        return b"".join(self.parts(openmetrics=openmetrics, trailer=trailer))
+
+    def parts(self, *, openmetrics: bool, trailer: bytes = b"") -> list[bytes]:
+        """`render`'s bytes as the pieces it joins: headers and one VM's lines of a family.
+
+        A gzipped scrape compresses them block by block and never builds the 50 MB page.
+        """
         with self._lock:
             vms = list(self.fleet.vms.items())
             cached = self._vms
@@ -182,7 +189,7 @@ class VmExposition:
                 parts.append(header)
                 parts.extend([e.lines[f] for e in entries])
             parts.append(trailer)
-            return b"".join(parts)
+            return parts
 
     def _render(self, entry: _Vm, domain: str, changed: list[int]) -> None:
         """Re-render the changed sections of one VM, then its lines of the families they feed."""
@@ -228,8 +235,12 @@ class MetricsPage:
 
     def render(self, accept: str) -> tuple[bytes, str]:
         """Body and content type for an Accept header (OpenMetrics when asked, as before)."""
+        parts, content_type = self.parts(accept)
+        return b"".join(parts), content_type
+
+    def parts(self, accept: str) -> tuple[list[bytes], str]:
+        """`render`'s body as the pieces it joins (`VmExposition.parts`), and content type."""
         encoder, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith(_OPENMETRICS)
-        return self.vms.render(openmetrics=openmetrics, trailer=encoder(self.registry)), (
-            content_type
-        )
+        trailer = encoder(self.registry)
+        return self.vms.parts(openmetrics=openmetrics, trailer=trailer), content_type

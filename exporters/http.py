@@ -28,7 +28,7 @@ from collector.config import HttpConfig
 from collector.state import FleetState
 from exporters import webconfig
 from exporters.api import build_router, install_problem_handlers
-from exporters.encoding import accepts_gzip, gzip_body
+from exporters.encoding import accepts_gzip, gzip_parts
 from exporters.exposition import MetricsPage
 from exporters.metrics import FleetCollector
 from storage.repository import Store
@@ -100,8 +100,8 @@ def build_app(
 
 def render_metrics(page: MetricsPage, accept: str, *, gzipped: bool) -> tuple[bytes, str]:
     """The page for an Accept header, gzipped when asked (in the worker thread)."""
-    body, content_type = page.render(accept)
-    return (gzip_body(body) if gzipped else body), content_type
+    parts, content_type = page.parts(accept)
+    return (gzip_parts(parts) if gzipped else b"".join(parts)), content_type
 
 
 class _Server(uvicorn.Server):

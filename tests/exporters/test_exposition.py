@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import subprocess
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from collector.facts import (
 from collector.liveness import Liveness, State
 from collector.state import FleetState, VmState
 from collector.targets import Target
+from exporters.encoding import gzip_parts
 from exporters.exposition import MetricsPage, VmExposition, floatToGoString, format_value
 from exporters.http import build_app
 from exporters.metrics import SECTIONS, VM_FAMILIES, FleetCollector, VmFamily, value_section
@@ -446,6 +448,19 @@ def test_the_page_is_gzipped_when_the_scraper_accepts_it(client: TestClient) -> 
             "content-encoding"
             not in client.get("/metrics", headers={"Accept-Encoding": refused}).headers
         ), refused
+
+
+def test_gzip_parts_is_the_joined_page_in_any_number_of_blocks(fleet: FleetState) -> None:
+    text, page = page_of(fleet)
+    parts, content_type = page.parts("")
+    assert b"".join(parts).decode() == text
+    assert content_type.startswith("text/plain")
+    # Over three blocks of parts, of uneven sizes; and nothing at all.
+    uneven = [bytes([65 + i % 26]) * (i % 700) for i in range(3 * 512 + 7)]
+    for pieces in (parts, uneven, [], [b""]):
+        zipped = gzip_parts(pieces)
+        assert zlib.decompress(zipped, 16 + zlib.MAX_WBITS) == b"".join(pieces)
+        assert zipped[:2] == b"\x1f\x8b"  # a gzip member, as Content-Encoding says
 
 
 def test_promtool_accepts_the_page(client: TestClient) -> None:
