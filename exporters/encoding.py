@@ -4,7 +4,7 @@ A 10,000-VM page is about 49 MiB of text and 3.9 MiB gzipped at level 1, which t
 0.12 s of CPU in zlib with the GIL released (the event loop keeps running); higher levels
 save little more for several times the time. prometheus_client's own handler gzips too.
 The page is compressed from its parts, never joined whole (`bench/scrape.py`: 13 MiB
-allocated at the peak instead of 72 MiB, and 12 % less CPU per gzipped scrape).
+allocated at the peak instead of 72 MiB, and 13 % less CPU per gzipped scrape).
 """
 
 from __future__ import annotations
