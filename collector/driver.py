@@ -44,6 +44,15 @@ class PushedHeartbeat(Protocol):
         """What `heartbeat()` does, synchronously: raise DriverError when not alive."""
 
 
+@runtime_checkable
+class KeepsSets(Protocol):
+    """A driver that hands back the set it built last while its agent's answer is unchanged
+    (a package list: parsed once, then only its digest kept)."""
+
+    def forget(self, kind: FactKind) -> None:
+        """The store dropped the last set of `kind`: build the next one afresh."""
+
+
 #: Called by a driver for every fault it absorbs (timeout, garbage, oversize, ...), so the
 #: runner can count it even when the driver recovered by itself.
 FaultHook = Callable[[str], None]

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from collector.config import PollingConfig
-from collector.driver import Driver, DriverError
+from collector.driver import Driver, DriverError, KeepsSets
 from collector.facts import (
     GROUP_KINDS,
     FactKind,
@@ -105,6 +105,8 @@ class TargetRunner:
         self.agent_gone = False
         self._stored_heartbeat: float | None = None
         self._stored_success: dict[FactKind, float] = {}
+        #: Status changes the store dropped, by kind: the next poll sends them again.
+        self._status_unstored: dict[FactKind, KindStatus] = {}
 
     @property
     def name(self) -> str:
@@ -233,8 +235,9 @@ class TargetRunner:
             state = self.vm.kind(kind)
             if isinstance(outcome, FactSet):
                 digest = outcome.digest()
-                if outcome.released and digest != state.digest:
-                    # Cannot happen: a released set is one this runner recorded last.
+                if outcome.released and digest != state.digest and state.digest is not None:
+                    # Cannot happen: a released set is one this runner recorded last (or,
+                    # digest None, one the store dropped, until the driver builds it afresh).
                     self.fleet.count_error(kind.value, "internal")
                     details.setdefault(("error", "internal"), "released set changed")
                     self._set_status(kind, "error", "internal", now, changes=changes)
@@ -273,6 +276,27 @@ class TargetRunner:
                 detail = details.get((status, reason), "")[:200]
                 log.warning("vm %s: %s poll failed: %s %s", self.name, what, reason, detail)
 
+    def unstored(self, record: Record) -> None:
+        """The store dropped `record` (its queue was full): send what it said again.
+
+        Sets and statuses are sent only when they change, so a dropped one would otherwise
+        be missing from the history until the guest changed again. A set is sent again by
+        the next poll that gets it (a driver that reuses an unchanged set builds it afresh),
+        unless a newer one has been sent since; a status with the next poll of its kind.
+        """
+        if isinstance(record, InventoryObserved):
+            kind = record.facts.kind
+            state = self.vm.kinds.get(kind)
+            if state is None or state.digest != record.facts.digest():
+                return  # a newer set was sent after it: the store gets that one
+            state.digest = None
+            if isinstance(self.driver, KeepsSets):
+                self.driver.forget(kind)
+        elif isinstance(record, KindStatus):
+            state = self.vm.kinds.get(record.kind)
+            if state is not None and (state.status, state.reason) == (record.status, record.reason):
+                self._status_unstored[record.kind] = record
+
     def _set_status(
         self,
         kind: FactKind,
@@ -284,9 +308,12 @@ class TargetRunner:
     ) -> None:
         state = self.vm.kind(kind)
         if state.status == status and state.reason == reason:
+            if (dropped := self._status_unstored.pop(kind, None)) is not None:
+                self.emit(dropped)  # the store dropped the change: send it again, as it was
             return
         if status != "ok" or state.status not in ("pending", "ok"):
             changes.setdefault((status, reason), []).append(kind.value)
+        self._status_unstored.pop(kind, None)
         state.status = status
         state.reason = reason
         self._stored_success.pop(kind, None)  # the next success is stored at once

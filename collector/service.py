@@ -88,7 +88,7 @@ class Service:
     ) -> None:
         self.config = config
         self.store = store
-        self.writer = Writer(store)
+        self.writer = Writer(store, on_drop=self._unstored)
         self.fleet = FleetState()
         self.driver_factory = driver_factory
         self.clock = clock
@@ -106,6 +106,12 @@ class Service:
 
     def emit(self, record: Record) -> None:
         self.writer.submit(record)
+
+    def _unstored(self, record: Record) -> None:
+        """The writer dropped `record` (its queue was full): the VM's runner sends it again."""
+        runner = self.runners.get(record.vm.name)
+        if runner is not None and runner.vm.ref == record.vm:
+            runner.unstored(record)
 
     async def start(self) -> None:
         """Warm-start from the store, start the writer, scheduler and first discovery."""

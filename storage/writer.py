@@ -19,6 +19,11 @@ nothing is dropped).
 A record the database rejects by its content (not because the database is unreachable) would
 block the queue forever, so a failing batch is halved on each failure to isolate it, and a single
 record that still fails `poison_after` times with a non-transient error is dropped and counted.
+
+A record dropped because the queue was full is handed to `on_drop`: the collector sends an
+inventory set or a status only when it changed, so a dropped one would stay missing from the
+history until the guest changed again; the service has the VM's runner send it again instead.
+A poisoned record is not handed back: the database rejected its content, and would again.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
@@ -103,6 +108,7 @@ class Writer:
         retry_initial: float = 0.1,
         retry_max: float = 30.0,
         poison_after: int = 5,
+        on_drop: Callable[[Record], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_batch_items < 1:
             raise ValueError("max_batch, max_batch_items and max_queue must be at least 1")
@@ -114,6 +120,7 @@ class Writer:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._poison_after = poison_after
+        self._on_drop = on_drop
 
         self._pending: deque[_Slot] = deque()
         self._coalescing: dict[tuple[str, ...], _Slot] = {}  # queued, not yet being written
@@ -155,7 +162,8 @@ class Writer:
         return self._task is not None and not self._task.done()
 
     def submit(self, record: Record) -> bool:
-        """Queue a record without waiting; False (counted in `dropped`) if the queue is full.
+        """Queue a record without waiting; False (counted in `dropped`, handed to `on_drop`) if
+        the queue is full.
 
         Call it from the event loop's thread (it is not thread-safe).
         """
@@ -172,6 +180,7 @@ class Writer:
             return True
         if len(self._pending) >= self._max_queue:
             self._drop("queue full")
+            self._dropped(record)
             return False
         slot = _Slot(record, key)
         self._pending.append(slot)
@@ -357,6 +366,15 @@ class Writer:
             else:
                 keep.append((target, future))
         self._waiters = keep
+
+    def _dropped(self, record: Record) -> None:
+        """Tell `on_drop` (a bug in it is logged: a submit never raises)."""
+        if self._on_drop is None:
+            return
+        try:
+            self._on_drop(record)
+        except Exception:
+            log.exception("storage writer: on_drop failed for a %s", type(record).__name__)
 
     def _drop(self, why: str) -> None:
         self.dropped += 1

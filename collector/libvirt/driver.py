@@ -105,6 +105,10 @@ class LibvirtQgaDriver:
         assert set(outcomes) <= set(GROUP_KINDS[group])
         return outcomes
 
+    def forget(self, kind: FactKind) -> None:
+        """`KeepsSets`: the next package poll parses the list even if it is unchanged."""
+        self.inventory.forget(kind)
+
     async def close(self) -> None:
         await self.session.close()
 

@@ -193,6 +193,48 @@ async def test_queue_full_drops_are_counted_and_logged(caplog: pytest.LogCapture
     await writer.close()
 
 
+async def test_queue_full_drops_are_handed_to_on_drop_and_poison_is_not() -> None:
+    gate = threading.Event()
+    dropped: list[Record] = []
+    store = FakeStore(gate=gate, poison={T0 + 1})
+    writer = Writer(
+        store,
+        max_batch=5,
+        max_delay=0.0,
+        max_queue=3,
+        retry_initial=0.001,
+        retry_max=0.002,
+        poison_after=2,
+        on_drop=dropped.append,
+    )
+    writer.start()
+    records = records_(6)
+    writer.submit(records[0])
+    await asyncio.sleep(0.05)  # blocked in store.write
+    accepted = [writer.submit(r) for r in records[1:]]
+    assert accepted == [True, True, False, False, False]
+    assert dropped == records[3:]
+    gate.set()
+    await asyncio.wait_for(writer.flush(), 5)
+    assert writer.poisoned == 1  # records[1] (at T0 + 1), rejected: not handed back
+    assert dropped == records[3:]
+    await writer.close()
+
+
+def test_a_failing_on_drop_is_logged_and_submit_still_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(record: Record) -> None:
+        raise RuntimeError("bug")
+
+    writer = Writer(FakeStore(), max_queue=1, on_drop=broken)
+    records = records_(2)
+    with caplog.at_level(logging.ERROR, logger="storage.writer"):
+        assert writer.submit(records[0])
+        assert not writer.submit(records[1])
+    assert "on_drop failed" in caplog.text
+
+
 async def test_heartbeats_and_successes_are_coalesced_in_the_queue() -> None:
     gate = threading.Event()
     store = FakeStore(gate=gate)

@@ -174,6 +174,12 @@ class OvirtDriver:
             return
         self._set(FactKind.PACKAGES, list(packages))
 
+    def forget(self, kind: FactKind) -> None:
+        """`KeepsSets`: the agent's next `applications` line is parsed again even if it is
+        the same bytes (the set built from it was released once recorded)."""
+        if kind is FactKind.PACKAGES:
+            self._applied.pop("applications", None)
+
     async def close(self) -> None:
         self._closed = True
         task, self._task = self._task, None

@@ -78,6 +78,10 @@ class QgaDriver:
         async with self._channel():
             return await self.inventory.collect(group, os_info=known_os)
 
+    def forget(self, kind: FactKind) -> None:
+        """`KeepsSets`: the next package poll parses the list even if it is unchanged."""
+        self.inventory.forget(kind)
+
     async def close(self) -> None:
         await self.session.close()
 

@@ -151,6 +151,11 @@ class QgaInventory:
         self._package_memo: tuple[tuple[object, bytes], FactSet] | None = None
         self._on_parse_skip = on_parse_skip
 
+    def forget(self, kind: FactKind) -> None:
+        """Drop the reused package set (the store never got it): the next poll parses."""
+        if kind is FactKind.PACKAGES:
+            self._package_memo = None
+
     async def collect(
         self, group: PollGroup, *, os_info: OsInfo | None = None
     ) -> dict[FactKind, Outcome]:

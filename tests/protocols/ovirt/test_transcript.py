@@ -160,3 +160,25 @@ async def test_a_repeated_line_is_skipped_before_it_is_decoded(
     ]
     packages = (await driver.poll(PollGroup.PACKAGES, None))[FactKind.PACKAGES]
     assert [p.raw for p in packages.items] == ["bash-5.2-15"]  # type: ignore[attr-defined]
+
+
+async def test_a_forgotten_package_set_is_built_again_from_the_next_resend(
+    agent: ScriptedAgent, driver: OvirtDriver
+) -> None:
+    """The store dropped the set (`forget`): the agent's next resend, the same bytes, is not
+    skipped but parsed into a new set."""
+    await replay(agent, driver)
+    line = b'{"__name__": "applications", "applications": ["bash-5.2-15", "zsh-5.9-4"]}\n'
+    lines = driver.lines
+    await agent.push(line)
+    await settle(driver, lines := lines + 1)
+    first = (await driver.poll(PollGroup.PACKAGES, None))[FactKind.PACKAGES]
+    await agent.push(line)  # a resend: skipped, the set is reused
+    await settle(driver, lines := lines + 1)
+    assert (await driver.poll(PollGroup.PACKAGES, None))[FactKind.PACKAGES] is first
+    driver.forget(FactKind.PACKAGES)
+    await agent.push(line)
+    await settle(driver, lines := lines + 1)
+    again = (await driver.poll(PollGroup.PACKAGES, None))[FactKind.PACKAGES]
+    assert isinstance(first, FactSet) and isinstance(again, FactSet)
+    assert again is not first and again == first

@@ -181,6 +181,21 @@ async def test_unchanged_exec_output_reuses_the_last_set(fake_agent: FakeFactory
     assert len(changed.items) == 1
 
 
+async def test_a_forgotten_set_is_parsed_again_from_unchanged_output(fake_agent: FakeFactory):
+    """After `forget` (the store dropped the set) the same output gives a new, equal set."""
+    handler = GuestExec({"exited": True, "exitcode": 0, "out-data": b64(RPM_OUT)}, 0)
+    agent = await fake_agent(handler)
+    inventory = await inventory_for(agent)
+    first = (await inventory.packages(ROCKY))[FactKind.PACKAGES]
+    inventory.forget(FactKind.MEMORY)  # no memo of other kinds: nothing to forget
+    assert (await inventory.packages(ROCKY))[FactKind.PACKAGES] is first
+    inventory.forget(FactKind.PACKAGES)
+    again = (await inventory.packages(ROCKY))[FactKind.PACKAGES]
+    assert isinstance(first, FactSet) and isinstance(again, FactSet)
+    assert again is not first
+    assert again == first and again.digest() == first.digest()
+
+
 async def test_exec_that_never_exits_times_out(fake_agent: FakeFactory):
     agent = await fake_agent(GuestExec({}, running_polls=10**9))
     inventory = await inventory_for(agent, exec_timeout=0.2)
