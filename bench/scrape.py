@@ -174,7 +174,7 @@ def poll(vm: VmState, kind: FactKind, rng: random.Random, now: float) -> None:
         vm.remember(
             fact_set(kind, [UserSession(f"user{u}", "", T0 - 3600 * u) for u in range(users)])
         )
-    vm.kind(kind).last_success = now
+    vm.succeeded(kind, now)
 
 
 def build_vm(i: int, rng: random.Random, hypervisor: str = "hv-01") -> VmState:
@@ -191,8 +191,8 @@ def build_vm(i: int, rng: random.Random, hypervisor: str = "hv-01") -> VmState:
     if spice:
         session = SpiceSession(True, T0 - 600, ("REPLY", "GUEST_LINEEND_LF"), "linux", 3)
         vm.remember(fact_set(FactKind.SPICE, [session]))
-        vm.kind(FactKind.SPICE).status = "ok"
-        vm.kind(FactKind.SPICE).last_success = T0
+        vm.set_status(FactKind.SPICE, "ok", "")
+        vm.succeeded(FactKind.SPICE, T0)
         return vm
     os_info = OSES[i % len(OSES)]
     zone, offset = ZONES[i % len(ZONES)]
@@ -217,8 +217,8 @@ def build_vm(i: int, rng: random.Random, hypervisor: str = "hv-01") -> VmState:
     vm.package_counts = {"rpm" if os_info.id == "rocky" else "dpkg": rng.randint(300, 2500)}
     for kind in INVENTORY_KINDS:
         if kind is not FactKind.SPICE:
-            vm.kind(kind).status = "ok"
-            vm.kind(kind).last_success = T0 - rng.random() * 120
+            vm.set_status(kind, "ok", "")
+            vm.succeeded(kind, T0 - rng.random() * 120)
     return vm
 
 

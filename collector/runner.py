@@ -243,7 +243,7 @@ class TargetRunner:
                     self._set_status(kind, "error", "internal", now, changes=changes)
                     continue
                 self._set_status(kind, "ok", "", now, changes=changes)
-                state.last_success = now
+                self.vm.succeeded(kind, now)
                 stored = self._stored_success.get(kind)
                 if stored is None or now - stored >= STORE_TIMESTAMPS_EVERY:
                     self._stored_success[kind] = now
@@ -314,7 +314,6 @@ class TargetRunner:
         if status != "ok" or state.status not in ("pending", "ok"):
             changes.setdefault((status, reason), []).append(kind.value)
         self._status_unstored.pop(kind, None)
-        state.status = status
-        state.reason = reason
+        self.vm.set_status(kind, status, reason)
         self._stored_success.pop(kind, None)  # the next success is stored at once
         self.emit(KindStatus(self.vm.ref, now, kind, status, reason))

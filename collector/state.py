@@ -3,8 +3,10 @@
 Pollers write it on the event loop; the fast API paths read it on the same loop. `/metrics`
 renders in a worker thread without a lock: it snapshots the VM list and reads each section's
 key once (`exporters.exposition`): a number, a string, or a fact set, which is replaced and
-never changed in place, so a render never sees half a poll. Package sets are not kept here
-(10,000 VMs × 1,500 packages): only their digest and counts per manager.
+never changed in place, so a render never sees half a poll. It reads most of a VM's keys
+again only when the VM's `generation` moved, so state is changed through `VmState`'s methods,
+which move it. Package sets are not kept here (10,000 VMs × 1,500 packages): only their
+digest and counts per manager.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ POLL_DURATION_BUCKETS: tuple[float, ...] = (
 
 @dataclass(slots=True)
 class KindState:
-    """Status of one fact kind on one VM: ok, unavailable, error, or pending (never polled)."""
+    """Status of one fact kind on one VM: ok, unavailable, error, or pending (never polled).
+
+    Changed through `VmState` (`remember`, `set_status`, `succeeded`): `remember` and
+    `set_status` count a change in the VM's `generation`, which a field set directly would
+    not (`/metrics` would not see it).
+    """
 
     status: str = "pending"
     reason: str = ""
@@ -54,12 +61,29 @@ class VmState:
     liveness: Liveness
     kinds: dict[FactKind, KindState] = field(default_factory=dict)
     package_counts: dict[str, int] = field(default_factory=dict)
+    #: Counts the changes to what views show of this VM, except its liveness and each
+    #: kind's `last_success` (they move with every heartbeat and poll; views read them on
+    #: their own): `/metrics` reads the rest of a VM again only when this moved. Each method
+    #: below moves it after the change it counts, so a render in another thread that read it
+    #: before the change sees the change next time.
+    generation: int = 0
 
     def kind(self, kind: FactKind) -> KindState:
         state = self.kinds.get(kind)
         if state is None:
             state = self.kinds[kind] = KindState()
+            self.generation += 1
         return state
+
+    def set_status(self, kind: FactKind, status: str, reason: str) -> None:
+        state = self.kind(kind)
+        state.status = status
+        state.reason = reason
+        self.generation += 1
+
+    def succeeded(self, kind: FactKind, at: float) -> None:
+        """A poll of `kind` succeeded at `at` (UNIX time); not counted in `generation`."""
+        self.kind(kind).last_success = at
 
     def facts(self, kind: FactKind) -> FactSet | None:
         state = self.kinds.get(kind)
@@ -73,16 +97,26 @@ class VmState:
         return None
 
     def remember(self, facts: FactSet) -> None:
-        """Keep what views need: the set itself, or for packages only counts per manager."""
+        """Keep what views need: the set itself, or for packages only counts per manager.
+
+        A set equal to the one kept (most polls: the same users, the same OS) leaves the
+        kept one in place and `generation` where it is.
+        """
         state = self.kind(facts.kind)
         if facts.kind is FactKind.PACKAGES:
-            counts: Counter[str] = Counter(
-                item.manager or "unknown" for item in facts.items if isinstance(item, Package)
+            counts = dict(
+                Counter(
+                    item.manager or "unknown" for item in facts.items if isinstance(item, Package)
+                )
             )
-            self.package_counts = dict(counts)
-            state.facts = None
+            if counts == self.package_counts:
+                return
+            self.package_counts = counts
+        elif state.facts == facts:
+            return
         else:
             state.facts = facts
+        self.generation += 1
 
 
 class Histogram:

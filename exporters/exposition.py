@@ -4,8 +4,12 @@ Building every family fresh on each scrape costs the whole fleet (tens of second
 VMs); inventory changes rarely. So each VM's samples are rendered once per `Section` of
 `exporters.metrics` and kept with the section's key; a scrape compares keys, re-renders only
 the sections whose key changed, and joins the cached lines family by family under one
-HELP/TYPE header each. Sample lines are the same in the Prometheus text format 0.0.4 and in
-OpenMetrics 1.0; only the headers differ. Escaping and number formatting are
+HELP/TYPE header each. A VM whose `VmState.generation` has not moved since the last scrape
+only has its `live` keys read (liveness and each kind's last success: heartbeats and polls
+move them on every VM between two scrapes, while most polls find the same facts).
+
+Sample lines are the same in the Prometheus text format 0.0.4 and in OpenMetrics 1.0; only
+the headers differ. Escaping and number formatting are
 prometheus_client's (`generate_latest`, `floatToGoString`), byte for byte; the tests compare
 against it. The collector-wide families (errors, durations, build, writer, alerting, process)
 stay with prometheus_client's own encoder on a small registry, appended to the page.
@@ -24,7 +28,7 @@ from prometheus_client import utils
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from collector.state import FleetState
+from collector.state import FleetState, VmState
 from exporters.metrics import SECTIONS, VM_FAMILIES, Section, VmFamily
 
 _UNSET: Final = object()
@@ -97,15 +101,18 @@ class _Line:
 
 
 class _Vm:
-    """One VM's cache: per section its key and rendered lines; per family the VM's lines."""
+    """One VM's cache: per section its key and rendered lines; per family the VM's lines;
+    the state object and generation its keys were read from."""
 
-    __slots__ = ("cells", "domain", "keys", "lines")
+    __slots__ = ("cells", "domain", "generation", "keys", "lines", "state")
 
     def __init__(self, domain: str, empty: list[tuple[bytes, ...]], families: int) -> None:
         self.domain = escape_label_value(domain)
         self.keys: list[Any] = [_UNSET] * len(empty)
         self.cells = empty.copy()
         self.lines: list[bytes] = [b""] * families
+        self.state: VmState | None = None
+        self.generation = -1
 
 
 class VmExposition:
@@ -129,6 +136,8 @@ class VmExposition:
         #: Per section, the page index of each of its families.
         self._slots = [tuple(index[f] for f in s.families) for s in self.sections]
         self._keys = [s.key for s in self.sections]
+        #: (section, key) of the sections read on every scrape (`Section.live`).
+        self._live = [(i, s.key) for i, s in enumerate(self.sections) if s.live]
         self._positions = [{f: p for p, f in enumerate(s.families)} for s in self.sections]
         #: Per family, the (section, position) cells that hold its lines, in section order.
         self._sources: list[list[tuple[int, int]]] = [[] for _ in self.families]
@@ -168,18 +177,35 @@ class VmExposition:
             entries: list[_Vm] = []
             rendered = 0
             nfamilies = len(self.families)
+            live = self._live
             for name, vm in vms:
                 entry = cached.get(name)
                 if entry is None:
                     entry = _Vm(name, self._empty, nfamilies)
-                keys = [key(vm) for key in self._keys]
-                old, entry.keys = entry.keys, keys  # an equal new key releases the old objects
-                if keys != old:  # compared in C: identical objects short-circuit
-                    changed = [
-                        s for s, key in enumerate(keys) if old[s] is not key and old[s] != key
-                    ]
-                    self._render(entry, name, changed)
-                    rendered += len(changed)
+                # Read before the keys: a change made while they are read moves it again.
+                generation = vm.generation
+                if entry.state is vm and entry.generation == generation:
+                    # Nothing but live keys moved (heartbeats, polls that found the same facts).
+                    keys = entry.keys
+                    changed = []
+                    for s, read in live:
+                        key = read(vm)
+                        if keys[s] is not key and keys[s] != key:
+                            changed.append(s)
+                        keys[s] = key
+                    if changed:
+                        self._render(entry, name, changed)
+                        rendered += len(changed)
+                else:
+                    keys = [key(vm) for key in self._keys]
+                    old, entry.keys = entry.keys, keys  # an equal new key frees the old objects
+                    entry.state, entry.generation = vm, generation
+                    if keys != old:  # compared in C: identical objects short-circuit
+                        changed = [
+                            s for s, key in enumerate(keys) if old[s] is not key and old[s] != key
+                        ]
+                        self._render(entry, name, changed)
+                        rendered += len(changed)
                 current[name] = entry
                 entries.append(entry)
             self._vms = current  # VMs no longer in the fleet are dropped

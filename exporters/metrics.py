@@ -87,7 +87,8 @@ class Section(Generic[_K]):
     """Families of one VM that change together.
 
     `key(vm)` reads, once, everything the samples depend on and must be cheap: it runs for
-    every VM on every scrape. `samples(domain, key)` uses only the key, so a render cached
+    every VM whose `generation` moved since the last scrape (a `live` section's, for every
+    VM on every scrape). `samples(domain, key)` uses only the key, so a render cached
     with a key stays right while the key compares equal, and a render in a worker thread
     never mixes two polls. Keys compare fact sets by value (`FactSet ==`), not by digest:
     digests leave out the measurements (used bytes, counters) that these samples show.
@@ -100,10 +101,13 @@ class Section(Generic[_K]):
     #: value is the key. A renderer may then format the line from a template and skip
     #: `samples`: heartbeat timestamps change on every VM between two scrapes.
     value_labels: tuple[str, ...] | None = None
+    #: The key reads what changes without `VmState.generation` (liveness, a kind's last
+    #: success): a renderer reads it on every scrape, the others when the generation moved.
+    live: bool = False
 
 
 def value_section(
-    family: VmFamily, key: Callable[[VmState], float | None], *labels: str
+    family: VmFamily, key: Callable[[VmState], float | None], *labels: str, live: bool = False
 ) -> Section[float | None]:
     """A section of one sample valued by its key (a timestamp), none while the key is None."""
     if family.labels[:1] != ("domain",) or len(family.labels) != len(labels) + 1:
@@ -113,7 +117,7 @@ def value_section(
         if value is not None:
             yield family, (domain, *labels), value
 
-    return Section((family,), key, samples, labels)
+    return Section((family,), key, samples, labels, live)
 
 
 def _vm_gauge(name: str, doc: str, *labels: str) -> VmFamily:
@@ -386,7 +390,7 @@ def _inventory_sections(kind: FactKind) -> tuple[Section[float | None], Section[
             yield INVENTORY_AVAILABLE, (domain, kind.value), 0.0 if status == "unavailable" else 1.0
 
     return (
-        value_section(INVENTORY_LAST_SUCCESS, last_key, kind.value),
+        value_section(INVENTORY_LAST_SUCCESS, last_key, kind.value, live=True),
         Section((INVENTORY_AVAILABLE,), status_key, available),
     )
 
@@ -414,8 +418,8 @@ SECTIONS: Final[tuple[Section[Any], ...]] = (
     Section((DOMAIN_INFO,), attrgetter("target"), _identity),
     Section((AGENT_INFO,), _facts(FactKind.AGENT), _agent),
     # A heartbeat re-renders one line; the stateset only on a transition.
-    Section((AGENT_UP, AGENT_STATE), attrgetter("liveness.state"), _liveness),
-    value_section(HEARTBEAT_LAST, attrgetter("liveness.last_heartbeat")),
+    Section((AGENT_UP, AGENT_STATE), attrgetter("liveness.state"), _liveness, live=True),
+    value_section(HEARTBEAT_LAST, attrgetter("liveness.last_heartbeat"), live=True),
     Section((OS_INFO,), _facts(FactKind.OS), _os),
     Section(
         (GUEST_INFO,),

@@ -4,6 +4,7 @@ and accepted by `promtool check metrics`."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import subprocess
 import threading
@@ -66,9 +67,8 @@ def vm_state(name: str, *, uuid: str | None = None, protocol: str = "qga") -> Vm
 def poll(vm: VmState, kind: FactKind, items: list[Any], at: float) -> None:
     """What the runner records for a successful poll of one kind."""
     vm.remember(fact_set(kind, items))
-    state = vm.kind(kind)
-    state.status = "ok"
-    state.last_success = at
+    vm.set_status(kind, "ok", "")
+    vm.succeeded(kind, at)
 
 
 def hostile_vm() -> VmState:
@@ -95,9 +95,9 @@ def hostile_vm() -> VmState:
     poll(vm, FactKind.USERS, [UserSession("ann", "", T0), UserSession("bob", "", T0)], T0)
     poll(vm, FactKind.AGENT, [AgentInfo("qga", '8.2"2')], T0)
     vm.package_counts = {"dpkg": 1432, "snap": 7}
-    vm.kind(FactKind.PACKAGES).status = "ok"
-    vm.kind(FactKind.PACKAGES).last_success = T0 + 60
-    vm.kind(FactKind.DISKS).status = "unavailable"
+    vm.set_status(FactKind.PACKAGES, "ok", "")
+    vm.succeeded(FactKind.PACKAGES, T0 + 60)
+    vm.set_status(FactKind.DISKS, "unavailable", "command guest-get-disks disabled")
     return vm
 
 
@@ -345,6 +345,51 @@ def test_a_vm_removed_from_the_fleet_disappears_and_comes_back_whole(fleet: Flee
     fleet.vms["desk"] = removed
     assert whole(page) == reference(fleet)
     assert page.rendered == len(SECTIONS)  # its cache entry was dropped
+
+
+def test_a_heartbeat_reads_only_the_live_keys() -> None:
+    """Between two changes of a VM's generation only the liveness sections' keys are read;
+    the others are read again once the generation moves, or for a new state object."""
+    reads: list[str] = []
+
+    def counted(name: str, read: Callable[[VmState], Any]) -> Callable[[VmState], Any]:
+        def key(vm: VmState) -> Any:
+            reads.append(name)
+            return read(vm)
+
+        return key
+
+    sections = tuple(
+        dataclasses.replace(s, key=counted("live" if s.live else "other", s.key)) for s in SECTIONS
+    )
+    fleet = FleetState()
+    vm = vm_state("vm-1")
+    fleet.vms["vm-1"] = vm
+    page = VmExposition(fleet, sections)
+    page.render(openmetrics=False)
+    live = sum(s.live for s in SECTIONS)
+    assert reads.count("other") == len(SECTIONS) - live
+
+    reads.clear()
+    vm.liveness.answered(T0 + 5)
+    page.render(openmetrics=False)
+    assert reads == ["live"] * live
+    assert page.rendered == 2  # the stateset and the heartbeat timestamp
+
+    reads.clear()
+    vm.set_status(FactKind.USERS, "unavailable", "command guest-get-users disabled")
+    body = page.render(openmetrics=False).decode()
+    assert reads.count("other") == len(SECTIONS) - live
+    assert 'guestwatch_inventory_available{domain="vm-1",kind="users"} 0.0' in body
+
+    reads.clear()
+    twin = vm_state("vm-1")  # the VM's state replaced: a new object, whatever its generation
+    twin.generation = vm.generation
+    fleet.vms["vm-1"] = twin
+    body = page.render(openmetrics=False).decode()
+    assert reads.count("other") == len(SECTIONS) - live
+    assert 'kind="users"' not in body
+    assert body == VmExposition(fleet).render(openmetrics=False).decode()
 
 
 def mutate(fleet: FleetState, rng: random.Random, now: float) -> None:
