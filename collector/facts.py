@@ -350,13 +350,6 @@ class FactSet:
     items: tuple[Fact, ...] = field(default_factory=tuple)
     _digest: bytes | None = field(default=None, init=False, repr=False, compare=False)
     _released: bool = field(default=False, init=False, repr=False, compare=False)
-    #: A package set's `pairs()` as its digest computed them, until the set is released: the
-    #: store's diff reads them again, and formatting a thousand packages twice costs as
-    #: much as the diff itself (`bench/store_diff.py`). Other kinds' sets stay in the fleet
-    #: state for as long as the VM does, so they keep only their digest.
-    _pairs: list[tuple[str, str]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
 
     @property
     def released(self) -> bool:
@@ -374,9 +367,7 @@ class FactSet:
         digest = self.digest()
         copy = FactSet(self.kind, self.items)
         object.__setattr__(copy, "_digest", digest)
-        object.__setattr__(copy, "_pairs", self._pairs)
         object.__setattr__(self, "items", ())
-        object.__setattr__(self, "_pairs", None)
         object.__setattr__(self, "_released", True)
         return copy
 
@@ -390,17 +381,8 @@ class FactSet:
         assert self._digest is not None
         return self._digest
 
-    def pairs(self) -> list[tuple[str, str]]:
-        """Each item's (identity, value), in item order: what the digest and the store read."""
-        if self._pairs is not None:
-            return self._pairs
-        return [(f.identity(), f.value()) for f in self.items]
-
     def _compute_digest(self) -> bytes:
-        pairs = self.pairs()
-        if self.kind is FactKind.PACKAGES:
-            object.__setattr__(self, "_pairs", pairs)
-        return pairs_digest(pairs)
+        return pairs_digest((f.identity(), f.value()) for f in self.items)
 
 
 def pairs_digest(pairs: Iterable[tuple[str, str]]) -> bytes:

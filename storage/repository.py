@@ -556,10 +556,11 @@ class Store:
         # (fact, value) by stored identity; a row's name is only formatted if it is opened.
         observed: dict[str, tuple[Fact, str]] = {}
         exact = True  # the rows will be these facts, unaltered: same digest
-        for fact, (identity, value) in zip(record.facts.items, record.facts.pairs(), strict=True):
+        for fact in record.facts.items:
+            identity = fact.identity()
             stored = _clean(identity)
             exact = exact and stored == identity
-            observed[stored] = (fact, value)
+            observed[stored] = (fact, fact.value())
         # The collector has computed this digest already; recomputing it from the rows is a
         # sort and a hash of every item of every changed list.
         digest = (

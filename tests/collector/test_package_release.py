@@ -4,7 +4,7 @@ for an unchanged list hold almost nothing; counts and the store record stay whol
 from __future__ import annotations
 
 from collector.config import PollingConfig
-from collector.facts import FactKind, FactSet, Hostname, Package, fact_set
+from collector.facts import FactKind, FactSet, Package, fact_set
 from collector.liveness import Liveness
 from collector.runner import TargetRunner
 from collector.state import FleetState, VmState
@@ -39,21 +39,6 @@ def test_release_keeps_digest_and_hands_the_items_to_a_copy() -> None:
     copy = full.release()
     assert full.released and full.items == () and full.digest() == digest
     assert not copy.released and len(copy.items) == 2 and copy.digest() == digest
-
-
-def test_a_package_sets_pairs_go_with_its_items_to_the_store() -> None:
-    """The digest's (identity, value) pairs are kept for the store's diff, not formatted
-    again, and leave the driver's set when it is released; other kinds keep no pairs."""
-    full = packages("b", "a")
-    digest = full.digest()
-    kept = full.pairs()
-    assert kept == [(p.identity(), p.value()) for p in full.items]
-    copy = full.release()
-    assert copy.pairs() is kept and copy.digest() == digest
-    assert full.pairs() == []
-    other = fact_set(FactKind.HOSTNAME, [Hostname("h", "h.example")])
-    other.digest()
-    assert other.pairs() == other.pairs() and other.pairs() is not other.pairs()
 
 
 def test_runner_records_once_then_reuses_the_released_set() -> None:
