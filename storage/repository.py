@@ -556,6 +556,10 @@ class Store:
         # (fact, value) by stored identity; a row's name is only formatted if it is opened.
         observed: dict[str, tuple[Fact, str]] = {}
         exact = True  # the rows will be these facts, unaltered: same digest
+        # Formatted again here (the runner's digest formatted them too): keeping the digest's
+        # pairs with the record saved 0.7 ms of 3.5 per changed 1,500-package list, but queued
+        # records held them through a restart's catch-up (up to 400,000 rows behind) and the
+        # 10,000-agent fleet's peak RSS went from 810 to 987 MiB.
         for fact in record.facts.items:
             identity = fact.identity()
             stored = _clean(identity)
