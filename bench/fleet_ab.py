@@ -35,6 +35,8 @@ FIGURES: Final = {
     "scrape p50 A": re.compile(
         r"^phase A: all healthy(?:.*\n){3}  /metrics scrape p50 ([\d.]+) s", re.M
     ),
+    "scrape p50 B": re.compile(r"^phase B: (?:.*\n){3}  /metrics scrape p50 ([\d.]+) s", re.M),
+    "stale p99 A": re.compile(r"^phase A: all healthy(?:.*\n){2}.* p99 ([\d.]+) s", re.M),
     "warm-up s": re.compile(r"after a (\d+) s warm-up"),
 }
 
