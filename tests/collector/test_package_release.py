@@ -12,14 +12,16 @@ from collector.targets import Target
 from storage.records import InventoryObserved, Record, VmRef
 
 
-def runner() -> tuple[TargetRunner, list[Record]]:
+def runner(driver: object = None) -> tuple[TargetRunner, list[Record]]:
+    """A runner of one VM whose records are collected; `driver` only if a test needs one
+    (`record()` never touches it)."""
     target = Target("vm", "ovirt", "/nonexistent", "persistent", "host")
     ref = VmRef(key="host/vm", name="vm", hypervisor="host", protocol="ovirt", uuid=None)
     vm = VmState(target=target, ref=ref, liveness=Liveness(late_after=2, down_after=6, now=0.0))
     records: list[Record] = []
     run = TargetRunner(
         vm,
-        driver=None,  # type: ignore[arg-type]  # record() never touches the driver
+        driver=driver,  # type: ignore[arg-type]
         fleet=FleetState(),
         emit=records.append,
         polling=PollingConfig(),

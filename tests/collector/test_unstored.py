@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from collector.config import PollingConfig
 from collector.driver import KeepsSets
 from collector.facts import (
     FactKind,
@@ -14,18 +13,15 @@ from collector.facts import (
     Hostname,
     OsInfo,
     Outcome,
-    Package,
     PollGroup,
     Unavailable,
     fact_set,
 )
-from collector.liveness import Liveness
-from collector.runner import TargetRunner
 from collector.service import Service
-from collector.state import FleetState, VmState
 from collector.targets import Target
 from storage.records import InventoryObserved, KindStatus, Record, VmRef
 from storage.repository import Store
+from tests.collector.test_package_release import packages, runner
 from tests.support.service import fast_config
 
 
@@ -48,29 +44,8 @@ class ReusingDriver:
         self.forgotten.append(kind)
 
 
-def runner(driver: object = None) -> tuple[TargetRunner, list[Record]]:
-    target = Target("vm", "qga", "/nonexistent", "persistent", "host")
-    ref = VmRef(key="host/vm", name="vm", hypervisor="host", protocol="qga", uuid=None)
-    vm = VmState(target=target, ref=ref, liveness=Liveness(late_after=2, down_after=6, now=0.0))
-    records: list[Record] = []
-    run = TargetRunner(
-        vm,
-        driver=driver or ReusingDriver(),  # type: ignore[arg-type]
-        fleet=FleetState(),
-        emit=records.append,
-        polling=PollingConfig(),
-    )
-    return run, records
-
-
 def hostname(name: str) -> FactSet:
     return fact_set(FactKind.HOSTNAME, [Hostname(name, name)])
-
-
-def packages(*names: str) -> FactSet:
-    return fact_set(
-        FactKind.PACKAGES, [Package(name=n, version="1", manager="dpkg") for n in names]
-    )
 
 
 def observed(records: list[Record]) -> list[InventoryObserved]:
