@@ -1,12 +1,13 @@
 """Heartbeat cost on asyncio's own event loop vs uvloop (not a test).
 
-Starts 2 × N real qemu-ga processes and, on each loop in turn (asyncio, uvloop, asyncio,
-uvloop: interleaved so both see the same noise), sends P rounds of `guest-ping` to every
-agent: N through guestwatch's heartbeat path (`TargetRunner.heartbeat` over `QgaDriver`,
-what the service does 2,000 times a second at 10,000 VMs) and N through a bare asyncio
-client that writes the command and reads the reply line (the floor). Prints CPU (this
-process only; the agents are other processes) per ping for both, per loop, and the
-uvloop/asyncio ratios.
+Starts 3 × N real qemu-ga processes and, on each loop in turn (asyncio, uvloop, asyncio,
+uvloop: interleaved so all see the same noise), sends P rounds of `guest-ping` to every
+agent: N through guestwatch's heartbeat as a task (`TargetRunner.heartbeat` over
+`QgaDriver`: a channel that is not ready), N without a task (`TargetRunner.send_heartbeat`:
+what the service does 1,000 times a second at 5,000 qga VMs), and N through a bare asyncio
+client that writes the command and reads the reply line with a task per ping. Prints CPU
+(this process only; the agents are other processes) per ping for each, per loop, and the
+ratios.
 
     .venv/bin/python bench/loop_ping.py [--vms 20] [--pings 500] [--runs 2]
 """
@@ -38,13 +39,26 @@ from storage.records import VmRef
 LOOPS = ("asyncio", "uvloop")
 
 
-async def measure(sockets: list[Path], pings: int) -> tuple[float, float]:
-    """CPU seconds per ping: guestwatch's heartbeat, then the bare client."""
-    half = len(sockets) // 2
-    fleet = FleetState()
+class _CountingFleet(FleetState):
+    """Sets `all_answered` once `expected` heartbeats have been observed."""
+
+    expected = 0
+    all_answered: asyncio.Future[None] | None = None
+
+    def observe_duration(self, group: str, seconds: float) -> None:
+        super().observe_duration(group, seconds)
+        self.expected -= 1
+        if self.expected == 0 and self.all_answered is not None:
+            self.all_answered.set_result(None)
+
+
+async def measure(sockets: list[Path], pings: int) -> tuple[float, float, float]:
+    """CPU seconds per ping: the heartbeat as a task, without a task, the bare client."""
+    third = len(sockets) // 3
+    fleet = _CountingFleet()
     polling = PollingConfig()
     runners = []
-    for i, sock in enumerate(sockets[:half]):
+    for i, sock in enumerate(sockets[: 2 * third]):
         target = Target(f"vm{i}", "qga", str(sock), "persistent", "bench")
         ref = VmRef(key=f"bench/vm{i}", name=f"vm{i}", hypervisor="bench", protocol="qga")
         liveness = Liveness(late_after=10, down_after=30, now=time.time())
@@ -53,7 +67,8 @@ async def measure(sockets: list[Path], pings: int) -> tuple[float, float]:
         runners.append(
             TargetRunner(vm, driver=driver, fleet=fleet, emit=lambda _: None, polling=polling)
         )
-    streams = [await asyncio.open_unix_connection(str(sock)) for sock in sockets[half:]]
+    streams = [await asyncio.open_unix_connection(str(sock)) for sock in sockets[2 * third :]]
+    tasked, sent = runners[:third], runners[third:]
 
     async def bare_ping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b'{"execute":"guest-ping"}\n')
@@ -62,10 +77,20 @@ async def measure(sockets: list[Path], pings: int) -> tuple[float, float]:
 
     for runner in runners:  # connect and sync outside the timing
         await runner.heartbeat()
+    loop = asyncio.get_running_loop()
+    fleet.expected = -1  # never reaches 0 while the tasks run
     started = time.process_time()
     for _ in range(pings):
-        await asyncio.gather(*(runner.heartbeat() for runner in runners))
-    guestwatch = time.process_time() - started
+        await asyncio.gather(*(runner.heartbeat() for runner in tasked))
+    as_task = time.process_time() - started
+    started = time.process_time()
+    for _ in range(pings):
+        fleet.expected, fleet.all_answered = len(sent), loop.create_future()
+        for runner in sent:
+            if runner.send_heartbeat() is not None:
+                raise RuntimeError("the channel was not ready: no figure without a task")
+        await fleet.all_answered
+    without_task = time.process_time() - started
     started = time.process_time()
     for _ in range(pings):
         await asyncio.gather(*(bare_ping(reader, writer) for reader, writer in streams))
@@ -74,8 +99,8 @@ async def measure(sockets: list[Path], pings: int) -> tuple[float, float]:
         await runner.driver.close()
     for _, writer in streams:
         writer.close()
-    count = half * pings
-    return guestwatch / count, bare / count
+    count = third * pings
+    return as_task / count, without_task / count, bare / count
 
 
 def main() -> None:
@@ -85,8 +110,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs of each loop")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="gw-loop-ping-"))
-    agents = start_agents(directory, 2 * args.vms)
-    results: dict[str, list[tuple[float, float]]] = {loop: [] for loop in LOOPS}
+    agents = start_agents(directory, 3 * args.vms)
+    results: dict[str, list[tuple[float, float, float]]] = {loop: [] for loop in LOOPS}
     try:
         for _ in range(args.runs):
             for loop in LOOPS:
@@ -104,12 +129,20 @@ def main() -> None:
     )
     medians = {}
     for loop in LOOPS:
-        guestwatch = statistics.median(g for g, _ in results[loop]) * 1e6
-        bare = statistics.median(b for _, b in results[loop]) * 1e6
-        medians[loop] = (guestwatch, bare)
-        print(f"  {loop:<8} guestwatch {guestwatch:6.1f} µs   bare client {bare:6.1f} µs")
-    (gw_a, bare_a), (gw_u, bare_u) = medians["asyncio"], medians["uvloop"]
-    print(f"uvloop/asyncio: guestwatch {gw_u / gw_a:.2f}, bare client {bare_u / bare_a:.2f}")
+        task, sent, bare = (statistics.median(r[i] for r in results[loop]) * 1e6 for i in range(3))
+        medians[loop] = (task, sent, bare)
+        print(
+            f"  {loop:<8} as a task {task:6.1f} µs   without a task {sent:6.1f} µs"
+            f"   bare client {bare:6.1f} µs"
+        )
+    (task_a, sent_a, bare_a), (task_u, sent_u, bare_u) = medians["asyncio"], medians["uvloop"]
+    print(
+        f"without a task / as a task: asyncio {sent_a / task_a:.2f}, uvloop {sent_u / task_u:.2f}"
+    )
+    print(
+        f"uvloop/asyncio: as a task {task_u / task_a:.2f}, without a task {sent_u / sent_a:.2f}, "
+        f"bare client {bare_u / bare_a:.2f}"
+    )
 
 
 if __name__ == "__main__":

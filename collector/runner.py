@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, cast
 
 from collector.config import PollingConfig
-from collector.driver import Driver, DriverError, KeepsSets
+from collector.driver import Driver, DriverError, KeepsSets, SendsHeartbeat
 from collector.facts import (
     GROUP_KINDS,
     FactKind,
@@ -107,6 +108,8 @@ class TargetRunner:
         self._stored_success: dict[FactKind, float] = {}
         #: Status changes the store dropped, by kind: the next poll sends them again.
         self._status_unstored: dict[FactKind, KindStatus] = {}
+        #: When the heartbeat sent without a task went out (monotonic); None once answered.
+        self._beat_sent: float | None = None
 
     @property
     def name(self) -> str:
@@ -159,6 +162,40 @@ class TargetRunner:
             self._heartbeat_answered()
         finally:
             self.fleet.observe_duration(PollGroup.HEARTBEAT, time.monotonic() - started)
+
+    def send_heartbeat(self) -> Coroutine[Any, Any, None] | None:
+        """The heartbeat cadence's run for a `SendsHeartbeat` driver: the beat is sent now and
+        its answer recorded by callback (None: no task); `heartbeat()` as a task when the
+        driver cannot (its channel is not ready).
+
+        A beat still unanswered when the next is due had its interval, the timeout of
+        `heartbeat()`: it is abandoned as missed before the next is sent.
+        """
+        # The service chose this job because the driver is one (an isinstance check against
+        # a runtime protocol here would cost more than the rest of the beat).
+        driver = cast("SendsHeartbeat", self.driver)
+        if self._beat_sent is not None:
+            driver.abandon_heartbeat()  # reports the timeout through _beat_done
+            self._beat_sent = None  # even if the driver had nothing to abandon
+        if self.vm.liveness.state is State.GONE and not self.agent_gone:
+            return None
+        self._beat_sent = time.monotonic()
+        if driver.send_heartbeat(self._beat_done):
+            return None
+        self._beat_sent = None
+        return self.heartbeat()
+
+    def _beat_done(self, error: DriverError | None) -> None:
+        sent, self._beat_sent = self._beat_sent, None
+        if sent is None:
+            return
+        try:
+            if error is None:
+                self._heartbeat_answered()
+            else:
+                self._heartbeat_failed(error)
+        finally:
+            self.fleet.observe_duration(PollGroup.HEARTBEAT, time.monotonic() - sent)
 
     def check_pushed_heartbeat(self, check: Callable[[], None]) -> None:
         """`heartbeat()` for a `PushedHeartbeat` driver: `check` reads state, so it runs in

@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from collector.cadence import Cadence, Job
 from collector.config import Config
-from collector.driver import Driver, FaultHook, PushedHeartbeat
+from collector.driver import Driver, FaultHook, PushedHeartbeat, SendsHeartbeat
 from collector.facts import FactKind, PollGroup
 from collector.liveness import Liveness, State
 from collector.runner import TargetRunner
@@ -300,6 +300,8 @@ def _job_of(runner: TargetRunner, group: PollGroup, cadence: Cadence, rng: rando
     if group is PollGroup.HEARTBEAT:
         if isinstance(runner.driver, PushedHeartbeat):
             return functools.partial(runner.check_pushed_heartbeat, runner.driver.check_heartbeat)
+        if isinstance(runner.driver, SendsHeartbeat):
+            return runner.send_heartbeat
         return runner.heartbeat
 
     async def poll() -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
-from collector.driver import Driver, DriverError, FaultHook
+from collector.driver import Driver, DriverError, FaultHook, HeartbeatDone
 from collector.facts import FactKind, OsInfo, Outcome, PollGroup
 
 from .._sanitize import scrub_text
@@ -61,6 +61,21 @@ class QgaDriver:
         self._users = 0
         self._open_failures = 0
         self._retry_at = 0.0
+        self._beat_done: HeartbeatDone | None = None
+
+    def send_heartbeat(self, done: HeartbeatDone) -> bool:
+        """`SendsHeartbeat`: a ping without a task on an open, idle persistent channel."""
+        if self.mode != "persistent":
+            return False
+        self._beat_done = done
+        return self.session.ping_without_task(self._ping_done)
+
+    def abandon_heartbeat(self) -> None:
+        self.session.abandon_ping()
+
+    def _ping_done(self, error: QgaError | None) -> None:
+        if self._beat_done is not None:
+            self._beat_done(None if error is None else _driver_error(error))
 
     async def heartbeat(self) -> None:
         if self.mode == "persistent" and self.session.state is State.READY:

@@ -18,7 +18,11 @@ States (in the spirit of qemu's python/qemu/qmp)::
     BROKEN --next use--> CONNECTING --> ...       (channel lost, or resync failed twice)
     any    --close()--> CLOSED
 
-Exactly one request batch is in flight per session (an asyncio.Lock).
+Exactly one request batch is in flight per session (an asyncio.Lock). A heartbeat on a READY,
+idle session can instead go without a task (`ping_without_task`): the ping is written at once
+and its reply handled where the channel receives it; a poll that wants the session meanwhile
+waits for that reply first, and a ping nobody answered is abandoned (BROKEN: its late reply is
+discarded by the resync, like any other timed-out command's).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import contextlib
 import enum
 import json
+import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from json.encoder import encode_basestring_ascii
@@ -34,6 +39,7 @@ from typing import Any, Final
 
 from .._sanitize import scrub_text
 from .agent import Request, read_guest_info
+from .channel import Channel
 from .errors import (
     AgentError,
     CommandDisabled,
@@ -49,7 +55,7 @@ from .transport import Connector
 
 __all__ = ["MAX_SYNC_FAILURES", "FaultHook", "QgaSession", "Request", "State"]
 
-_CHUNK: Final = 64 * 1024
+_log = logging.getLogger(__name__)
 _MARKER: Final = b"\xff"
 _NAME_LIMIT: Final = 128
 _DESC_LIMIT: Final = 512
@@ -67,6 +73,8 @@ def _json_str(text: str) -> bytes:
 MAX_SYNC_FAILURES: Final = 2
 #: Called with a fault reason each time the session records one (see `errors`).
 FaultHook = Callable[[str], None]
+#: Called with the outcome of a ping sent without a task: None when the agent answered.
+PingDone = Callable[[QgaError | None], None]
 
 
 class State(enum.Enum):
@@ -110,8 +118,8 @@ class QgaSession:
         self._connector = connector
         self._on_fault = on_fault
         self._state = State.CLOSED
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._channel: Channel | None = None
+        #: The channel's buffer: what it received and the session has not consumed yet.
         self._buf = bytearray()
         self._eof = False
         self._lock = asyncio.Lock()
@@ -119,6 +127,8 @@ class QgaSession:
         self._strict_ids = False
         self._last_id_echoed = False
         self._sync_failures = 0
+        #: The ping sent without a task and not answered yet: (request id, callback).
+        self._pending_ping: tuple[str, PingDone] | None = None
 
     # -- public surface ---------------------------------------------------------------
 
@@ -142,11 +152,11 @@ class QgaSession:
     async def close(self) -> None:
         """Drop the channel; idempotent, and safe while a command is in flight."""
         self._state = State.CLOSED
-        writer = self._writer
+        channel = self._channel
         self._drop_transport()
-        if writer is not None:
+        if channel is not None:
             with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), _CLOSE_WAIT)
+                await asyncio.wait_for(channel.wait_closed(), _CLOSE_WAIT)
 
     async def __aenter__(self) -> QgaSession:
         await self.open()
@@ -207,15 +217,114 @@ class QgaSession:
                 results[index] = reply
         return results
 
+    def ping_without_task(self, done: PingDone) -> bool:
+        """Send `guest-ping` now and report its reply to `done` from the channel's callback.
+
+        For the heartbeat of a READY, idle session: no task, future or timer per beat. False
+        (nothing sent) when the session is busy or not READY: use `execute` then. The reply
+        is checked as `execute` checks it; a ping nobody answers is ended by `abandon_ping`
+        (or by the next command, which waits `command_timeout` for it).
+        """
+        channel = self._channel
+        if (
+            self._state is not State.READY
+            or self._lock.locked()
+            or self._pending_ping is not None
+            or self._buf
+            or channel is None
+            or channel.eof
+            or channel.is_closing()
+            or not self.is_enabled("guest-ping")
+        ):
+            return False
+        self._seq += 1
+        request_id = f"gw{self._seq}"
+        try:
+            channel.write(_BARE_REQUEST % (b'"guest-ping"', request_id.encode()))
+        except (OSError, RuntimeError):
+            return False  # the channel is going: the task's path finds out and reconnects
+        self._pending_ping = (request_id, done)
+        channel.on_data = self._ping_data
+        return True
+
+    def abandon_ping(self) -> None:
+        """The ping sent without a task got no reply in time: `done` gets a CommandTimeout.
+
+        The session is BROKEN, so its late reply is discarded by the resync before next use.
+        """
+        if self._pending_ping is not None:
+            timeout = CommandTimeout("no reply to guest-ping in time")
+            self._end_ping(self._failed(timeout, drop=False))
+
+    def _ping_data(self) -> None:
+        """The channel received bytes (or ended) while a ping sent without a task waits."""
+        pending = self._pending_ping
+        if pending is None:
+            return
+        error: QgaError | None = None
+        cap = self.max_reply_bytes
+        while True:
+            end = self._buf.find(b"\n")
+            if end > cap or (end < 0 and len(self._buf) > cap):
+                # BROKEN: the resync before next use discards the rest of the line.
+                error = self._failed(
+                    ReplyTooLarge(f"reply line longer than {cap} bytes"), drop=False
+                )
+                break
+            if end < 0:
+                if self._channel is not None and not self._channel.eof:
+                    return  # the rest of the line is still coming
+                self._eof = True
+                error = self._failed(Disconnected("agent closed the channel"), drop=False)
+                break
+            line = bytes(self._buf[:end])
+            del self._buf[: end + 1]
+            if not line.strip():
+                continue
+            try:
+                result = self._interpret(_object(line), "guest-ping", pending[0])
+            except QgaError as exc:
+                error = self._failed(exc, drop=False)
+            else:
+                error = result if isinstance(result, QgaError) else None
+            break
+        self._end_ping(error)
+
+    def _end_ping(self, error: QgaError | None) -> None:
+        pending, self._pending_ping = self._pending_ping, None
+        if self._channel is not None:
+            self._channel.on_data = None
+        if pending is None:
+            return
+        try:
+            pending[1](error)
+        except Exception:  # called from the event loop's I/O callback: never let it escape
+            _log.exception("heartbeat callback failed")
+
+    async def _settle_ping(self) -> None:
+        """Wait for the reply to a ping sent without a task: the stream is in step only after
+        it. Not answered within `command_timeout`: abandoned."""
+        deadline = asyncio.get_running_loop().time() + self.command_timeout
+        while self._pending_ping is not None:
+            if self._channel is None or self._channel.eof:
+                self._end_ping(Disconnected("agent closed the channel"))
+                return
+            try:
+                await self._more(self._channel, deadline)
+            except CommandTimeout:
+                self.abandon_ping()
+
     # -- connection management (lock held) ----------------------------------------------
 
     async def _ensure_ready(self) -> None:
+        if self._pending_ping is not None:
+            await self._settle_ping()
         if self._state is State.READY:
             if self._buf:
                 # Bytes nobody asked for: the stream is out of step.
                 self._fault(ProtocolError.reason)
                 self._state = State.BROKEN
-            elif self._reader is not None and self._reader.at_eof():
+            elif self._channel is not None and self._channel.eof:
                 # The agent went away while idle (restart, VM reboot): reconnect quietly.
                 self._fault(Disconnected.reason)
                 self._eof = True
@@ -251,12 +360,12 @@ class QgaSession:
         self._state = State.CONNECTING
         try:
             try:
-                reader, writer = await asyncio.wait_for(self._connector(), self.command_timeout)
+                channel = await asyncio.wait_for(self._connector(Channel), self.command_timeout)
             except (OSError, TimeoutError) as exc:
                 raise ConnectError(f"cannot connect: {exc!r}"[:_DESC_LIMIT]) from exc
             # If close() ran meanwhile, _resync refuses and the new channel is dropped.
-            self._reader, self._writer = reader, writer
-            self._buf.clear()
+            self._channel = channel
+            self._buf = channel.buffer
             self._eof = False
             self._strict_ids = False
             self._sync_failures = 0
@@ -296,16 +405,18 @@ class QgaSession:
         self.agent_version, self.enabled_commands = read_guest_info(info)
 
     def _channel_alive(self) -> bool:
-        return self._writer is not None and not self._eof and not self._writer.is_closing()
+        channel = self._channel
+        return channel is not None and not self._eof and not channel.is_closing()
 
     def _drop_transport(self) -> None:
-        writer = self._writer
-        self._reader = None
-        self._writer = None
-        self._buf.clear()
+        if self._pending_ping is not None:
+            self._end_ping(ConnectError("channel dropped"))
+        channel = self._channel
+        self._channel = None
+        self._buf = bytearray()
         self._eof = False
-        if writer is not None:
-            writer.close()
+        if channel is not None:
+            channel.close()
 
     def _fault(self, reason: str) -> None:
         self.faults[reason] = self.faults.get(reason, 0) + 1
@@ -409,40 +520,47 @@ class QgaSession:
     # -- bounded I/O ---------------------------------------------------------------------
 
     async def _write(self, data: bytes, deadline: float) -> None:
-        writer = self._writer
-        if writer is None or writer.is_closing():
+        channel = self._channel
+        if channel is None or channel.is_closing():
             raise Disconnected("channel is closed")
         try:
-            writer.write(data)
-            if not writer.transport.get_write_buffer_size():
+            if channel.write(data):
                 return  # all written at once (the usual case): nothing to wait for
             async with asyncio.timeout_at(deadline):
-                await writer.drain()
+                await channel.drain()
         except TimeoutError:
             raise CommandTimeout("agent is not reading its channel") from None
         except (OSError, RuntimeError) as exc:
             self._eof = True
             raise Disconnected(f"write failed: {exc!r}"[:_DESC_LIMIT]) from exc
+        if channel.eof:
+            self._eof = True
+            raise Disconnected("channel closed while writing")
 
     async def _fill(self, deadline: float) -> None:
-        """Append one chunk from the channel to the buffer, or raise."""
-        reader = self._reader
-        if reader is None:
+        """Wait until the channel appends to the buffer, or raise."""
+        channel = self._channel
+        if channel is None:
             raise ConnectError("session closed")
-        if self._eof:
+        if self._eof or channel.eof:
+            self._eof = True
             raise Disconnected("agent closed the channel")
+        await self._more(channel, deadline)
+
+    @staticmethod
+    async def _more(channel: Channel, deadline: float) -> None:
+        """Wait for the channel's next bytes (or its end) until `deadline` (loop time).
+
+        A timer on the waiter rather than `asyncio.timeout_at`: every reply waits here.
+        """
+        waiter = channel.more()
+        if waiter.done():
+            return
+        timer = asyncio.get_running_loop().call_at(deadline, _expire, waiter)
         try:
-            async with asyncio.timeout_at(deadline):
-                chunk = await reader.read(_CHUNK)
-        except TimeoutError:
-            raise CommandTimeout("no complete reply in time") from None
-        except OSError as exc:
-            self._eof = True
-            raise Disconnected(f"read failed: {exc!r}"[:_DESC_LIMIT]) from exc
-        if not chunk:
-            self._eof = True
-            raise Disconnected("agent closed the channel")
-        self._buf += chunk
+            await waiter
+        finally:
+            timer.cancel()
 
     async def _read_line(self, deadline: float) -> bytes:
         """One line without its newline, never more than `max_reply_bytes` buffered."""
@@ -488,13 +606,22 @@ class QgaSession:
         while True:
             line = await self._read_line(deadline)
             if line.strip():
-                break
-        reply = _decode(line)
-        if reply is _INVALID:
-            raise ProtocolError("reply is not valid JSON")
-        if not isinstance(reply, dict):
-            raise ProtocolError("reply is not a JSON object")
-        return reply
+                return _object(line)
+
+
+def _object(line: bytes) -> dict[str, Any]:
+    """The JSON object of one reply line, or ProtocolError."""
+    reply = _decode(line)
+    if reply is _INVALID:
+        raise ProtocolError("reply is not valid JSON")
+    if not isinstance(reply, dict):
+        raise ProtocolError("reply is not a JSON object")
+    return reply
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(CommandTimeout("no complete reply in time"))
 
 
 def _decode(line: bytes) -> Any:

@@ -31,8 +31,8 @@ from collector.facts import (
     Unavailable,
     fact_set,
 )
-from collector.protocols.qga.transport import Connector, unix_connector
 
+from .transport import Connector, unix_connector
 from .wire import (
     CLIPBOARD_TYPES,
     MAX_MESSAGE_BYTES,
