@@ -44,6 +44,16 @@ class PushedHeartbeat(Protocol):
         """What `heartbeat()` does, synchronously: raise DriverError when not alive."""
 
 
+@runtime_checkable
+class PushedFacts(Protocol):
+    """A driver whose poll reads what its agent pushed (ovirt) or its own state (spice): it
+    never waits, so the runner polls it in place, without a task and a timeout per VM and
+    round (400 a second for 10,000 such VMs)."""
+
+    def latest(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
+        """What `poll()` returns, synchronously."""
+
+
 #: Called with a heartbeat's outcome: None when the agent answered.
 HeartbeatDone = Callable[["DriverError | None"], None]
 

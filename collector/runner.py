@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, cast
 
 from collector.config import PollingConfig
@@ -21,6 +21,7 @@ from collector.facts import (
     Filesystem,
     Memory,
     NetInterface,
+    OsInfo,
     Outcome,
     PollError,
     PollGroup,
@@ -235,12 +236,38 @@ class TargetRunner:
         self.fleet.count_error("heartbeat", reason)
         self._transition(self.vm.liveness.missed_heartbeat(self.clock(), reason))
 
+    def _deferred(self, group: PollGroup) -> bool:
+        if group is PollGroup.PACKAGES and self.store_backlogged():
+            self.fleet.polls_deferred[group.value] += 1
+            return True
+        return False
+
+    def poll_pushed(
+        self,
+        group: PollGroup,
+        latest: Callable[[PollGroup, OsInfo | None], Mapping[FactKind, Outcome]],
+    ) -> bool:
+        """`poll()` for a `PushedFacts` driver: `latest` reads state, so it runs in place,
+        with no task and no timeout."""
+        if self.vm.liveness.state is State.GONE:
+            return True
+        if self._deferred(group):
+            return False
+        started = time.monotonic()
+        try:
+            outcomes = latest(group, self.vm.os)
+        except DriverError as exc:
+            outcomes = {kind: PollError(exc.reason, exc.detail) for kind in GROUP_KINDS[group]}
+        finally:
+            self.fleet.observe_duration(group, time.monotonic() - started)
+        self.record(outcomes.items())
+        return True
+
     async def poll(self, group: PollGroup) -> bool:
         """One round of `group`; False when it was deferred (the caller retries it soon)."""
         if self.vm.liveness.state is State.GONE:
             return True
-        if group is PollGroup.PACKAGES and self.store_backlogged():
-            self.fleet.polls_deferred[group.value] += 1
+        if self._deferred(group):
             return False
         kinds = GROUP_KINDS[group]
         started = time.monotonic()

@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from collector.cadence import Cadence, Job
 from collector.config import Config
-from collector.driver import Driver, FaultHook, PushedHeartbeat, SendsHeartbeat
+from collector.driver import Driver, FaultHook, PushedFacts, PushedHeartbeat, SendsHeartbeat
 from collector.facts import FactKind, PollGroup
 from collector.liveness import Liveness, State
 from collector.runner import TargetRunner
@@ -304,10 +304,22 @@ def _job_of(runner: TargetRunner, group: PollGroup, cadence: Cadence, rng: rando
             return runner.send_heartbeat
         return runner.heartbeat
 
+    def deferred() -> None:
+        delay = DEFERRED_RETRY_SECONDS * (1.0 + rng.random())
+        cadence.retry(runner.name, min(delay, cadence.interval))
+
+    if isinstance(runner.driver, PushedFacts):
+        latest = runner.driver.latest
+
+        def poll_in_place() -> None:
+            if not runner.poll_pushed(group, latest):
+                deferred()
+
+        return poll_in_place
+
     async def poll() -> None:
         if not await runner.poll(group):
-            delay = DEFERRED_RETRY_SECONDS * (1.0 + rng.random())
-            cadence.retry(runner.name, min(delay, cadence.interval))
+            deferred()
 
     return poll
 

@@ -142,6 +142,9 @@ class OvirtDriver:
         raise DriverError("no_heartbeat", "no heartbeat line within the interval")
 
     async def poll(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
+        return self.latest(group, known_os)
+
+    def latest(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
         """The latest pushed facts of the group's kinds; kinds not pushed yet are left out
         (they stay pending, nothing is logged), so the first polls before the agent's
         first push are quiet."""

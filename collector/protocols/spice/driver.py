@@ -103,6 +103,9 @@ class SpiceDriver:
         self._start()
 
     async def poll(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
+        return self.latest(group, known_os)
+
+    def latest(self, group: PollGroup, known_os: OsInfo | None) -> Mapping[FactKind, Outcome]:
         """The session in the users group; every other kind is something SPICE cannot tell."""
         self._start()
         outcomes: dict[FactKind, Outcome] = {
