@@ -409,8 +409,10 @@ class QgaSession:
         return channel is not None and not self._eof and not channel.is_closing()
 
     def _drop_transport(self) -> None:
-        if self._pending_ping is not None:
-            self._end_ping(ConnectError("channel dropped"))
+        # A ping is out only while the lock is free, so only close() gets here with one: the
+        # owner let go of the session, which is no outcome of that beat (nothing reported;
+        # the runner's next beat finds nothing to abandon).
+        self._pending_ping = None
         channel = self._channel
         self._channel = None
         self._buf = bytearray()
