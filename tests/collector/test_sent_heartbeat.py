@@ -51,12 +51,16 @@ def test_an_answered_beat_is_recorded_without_a_task() -> None:
     run, records = runner(driver)
     assert run.send_heartbeat() is None
     assert run.vm.liveness.state is State.UNKNOWN  # sent, not answered yet
+    beat = driver._done
+    assert beat is not None
     driver.answer()
     assert run.vm.liveness.state is State.UP
     assert [type(r) for r in records] == [LivenessChanged, HeartbeatSeen]
     assert sum(run.fleet.poll_durations[PollGroup.HEARTBEAT].counts) == 1
-    driver.answer()  # a second callback for the same beat changes nothing
+    beat(None)  # a second callback for the same beat changes nothing
+    beat(DriverError("timeout"))
     assert sum(run.fleet.poll_durations[PollGroup.HEARTBEAT].counts) == 1
+    assert run.vm.liveness.missed == 0
 
 
 def test_a_beat_unanswered_when_the_next_is_due_is_missed() -> None:
