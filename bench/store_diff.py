@@ -4,8 +4,10 @@ At the simulator's default drift every guest upgrades a few packages a minute, s
 packages cadence nearly every poll brings a changed list, and the writer diffs it against the
 VM's open rows: it loads the whole list (a thousand-odd rows) to write a handful. This stores
 N VMs with P packages each on an empty SQLite database, then writes rounds of changed lists
-(U upgrades, one install and one removal per VM) and prints the writer's CPU per changed list,
-per package in the list, and what that comes to for 10,000 VMs polled every 120 s.
+(U upgrades, one install and one removal per VM) and prints the CPU per changed list and what
+that comes to for 10,000 VMs polled every 120 s, side by side: diffed in full (the runner
+digests the list, the store loads all its rows) and by ranges (the runner splits it,
+`collector.ranges`, and the store loads only the changed ranges' rows).
 
     .venv/bin/python bench/store_diff.py [--vms 200] [--packages 1500] [--upgrades 3] [--rounds 3]
 """
@@ -21,15 +23,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from collector.facts import FactKind, FactSet, Package, fact_set
+from collector.ranges import SetRanges, delta, split
 from storage.records import InventoryObserved, VmRef
 from storage.repository import Store
 
 
 @contextlib.contextmanager
-def bench_store(vms: int) -> Iterator[tuple[Store, list[VmRef]]]:
+def bench_store(vms: int, name: str = "bench") -> Iterator[tuple[Store, list[VmRef]]]:
     """A migrated SQLite store in a temporary directory, and references to `vms` VMs."""
     with tempfile.TemporaryDirectory() as directory:
-        store = Store(f"sqlite:///{Path(directory) / 'bench.db'}")
+        store = Store(f"sqlite:///{Path(directory) / f'{name}.db'}")
         store.upgrade()
         try:
             yield (
@@ -52,9 +55,7 @@ def packages(vm: int, count: int, round_: int, upgrades: int) -> FactSet:
             Package(name=f"pkg{vm % 7}-{i}", version=f"1.{bumps}-{i % 13}", manager="dpkg")
         )
     items[-1] = Package(name=f"extra-{round_}", version="1.0", manager="dpkg")
-    facts = fact_set(FactKind.PACKAGES, items)
-    facts.digest()  # the runner computed it (to see that the list changed) before sending
-    return facts
+    return fact_set(FactKind.PACKAGES, items)
 
 
 def main() -> None:
@@ -65,34 +66,75 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    with bench_store(args.vms) as (store, refs):
+    with (
+        bench_store(args.vms, "full") as (full, refs),
+        bench_store(args.vms, "ranged") as (
+            ranged,
+            _,
+        ),
+    ):
         started = time.monotonic()
-        store.write(
-            [
-                InventoryObserved(ref, started, packages(i, args.packages, 0, 0))
-                for i, ref in enumerate(refs)
-            ]
-        )
-        print(f"stored {args.vms} VMs × {args.packages} packages")
-        per_list: list[float] = []
+        known: list[SetRanges] = []
+        first = []
+        for i, ref in enumerate(refs):
+            facts = packages(i, args.packages, 0, 0)
+            known.append(split(facts, None)[0])
+            first.append(InventoryObserved(ref, started, facts))
+        full.write(first)
+        ranged.write(first)
+        print(f"stored {args.vms} VMs × {args.packages} packages, twice")
+        cpu: dict[str, list[float]] = {"full": [], "ranged": [], "digest": [], "split": []}
         for round_ in range(1, args.rounds + 1):
-            records = [
-                InventoryObserved(
-                    ref, started + round_, packages(i, args.packages, round_, args.upgrades)
-                )
-                for i, ref in enumerate(refs)
-            ]
-            cpu = time.process_time()
-            store.write(records)
-            per_list.append((time.process_time() - cpu) / args.vms)
-        median = statistics.median(per_list)
+            lists = [packages(i, args.packages, round_, args.upgrades) for i in range(args.vms)]
+            again = [packages(i, args.packages, round_, args.upgrades) for i in range(args.vms)]
+            # What the runner does to see that a list changed: its digest, or its split.
+            started_cpu = time.process_time()
+            for facts in lists:
+                facts.digest()
+            cpu["digest"].append((time.process_time() - started_cpu) / args.vms)
+            started_cpu = time.process_time()
+            deltas = []
+            for i, facts in enumerate(again):
+                current, items, starts = split(facts, known[i].bounds)
+                deltas.append(delta(known[i], current, items, starts))
+                known[i] = current
+            cpu["split"].append((time.process_time() - started_cpu) / args.vms)
+            for name, store, records in (
+                (
+                    "full",
+                    full,
+                    [
+                        InventoryObserved(r, started + round_, f)
+                        for r, f in zip(refs, lists, strict=True)
+                    ],
+                ),
+                (
+                    "ranged",
+                    ranged,
+                    [
+                        InventoryObserved(r, started + round_, f, d)
+                        for r, f, d in zip(refs, again, deltas, strict=True)
+                    ],
+                ),
+            ):
+                started_cpu = time.process_time()
+                store.write(records)
+                cpu[name].append((time.process_time() - started_cpu) / args.vms)
         changed = args.upgrades * 2 + 2  # each upgrade closes and opens; plus the swap
+        median = {name: statistics.median(values) for name, values in cpu.items()}
         print(
-            f"changed list ({args.upgrades} upgrades, 1 install, 1 removal; {changed} row writes): "
-            f"{median * 1e3:.2f} ms CPU per list (median of {args.rounds} rounds), "
-            f"{median / args.packages * 1e6:.2f} µs per package in the list"
+            f"changed list ({args.upgrades} upgrades, 1 install, 1 removal; {changed} row "
+            f"writes), median of {args.rounds} rounds, ms CPU per list:"
         )
-        print(f"at 10,000 VMs and a 120 s packages cadence: {median * 10_000 / 120:.2f} cores")
+        for store_side, runner_side in (("full", "digest"), ("ranged", "split")):
+            total = median[store_side] + median[runner_side]
+            print(
+                f"  {store_side:6s}: store {median[store_side] * 1e3:.2f} "
+                f"+ runner {runner_side} {median[runner_side] * 1e3:.2f} = {total * 1e3:.2f}; "
+                f"at 10,000 VMs and a 120 s packages cadence: {total * 10_000 / 120:.2f} cores"
+            )
+        ratio = (median["ranged"] + median["split"]) / (median["full"] + median["digest"])
+        print(f"  ranged / full: {ratio:.2f}")
 
 
 if __name__ == "__main__":

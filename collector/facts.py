@@ -381,6 +381,12 @@ class FactSet:
         assert self._digest is not None
         return self._digest
 
+    def cache_digest(self, digest: bytes) -> None:
+        """Keep `digest` as this set's, computed elsewhere from the same items
+        (`collector.ranges.split` formats them for its ranges and for the set at once)."""
+        if self._digest is None:
+            object.__setattr__(self, "_digest", digest)
+
     def _compute_digest(self) -> bytes:
         return pairs_digest((f.identity(), f.value()) for f in self.items)
 
@@ -391,7 +397,17 @@ def pairs_digest(pairs: Iterable[tuple[str, str]]) -> bytes:
     Stored in `inventory_sets` and compared after a restart: its bytes must never change
     (`tests/storage/test_diff.py` pins them).
     """
-    text = "".join([f"{key}\0{value}\n" for key, value in sorted(pairs)])
+    return lines_digest([pair_line(key, value) for key, value in sorted(pairs)])
+
+
+def pair_line(identity: str, value: str) -> str:
+    """One item's part of `pairs_digest`'s text."""
+    return f"{identity}\0{value}\n"
+
+
+def lines_digest(lines: list[str]) -> bytes:
+    """`pairs_digest` of the items whose `pair_line`s, in identity order, are `lines`."""
+    text = "".join(lines)
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 

@@ -28,6 +28,7 @@ from collector.facts import (
     Unavailable,
 )
 from collector.liveness import State, Transition
+from collector.ranges import SetDelta, delta, split
 from collector.state import FleetState, VmState
 from storage.records import (
     HeartbeatSeen,
@@ -298,6 +299,11 @@ class TargetRunner:
         for kind, outcome in outcomes:
             state = self.vm.kind(kind)
             if isinstance(outcome, FactSet):
+                known, split_at = state.ranges, None
+                if kind is FactKind.PACKAGES and not outcome.released:
+                    # Formats the items once for the set's digest and its range digests.
+                    split_at = split(outcome, None if known is None else known.bounds)
+                    state.ranges = split_at[0]
                 digest = outcome.digest()
                 if outcome.released and digest != state.digest and state.digest is not None:
                     # Cannot happen: a released set is one this runner recorded last (or,
@@ -318,8 +324,11 @@ class TargetRunner:
                 # store record and the counts get a copy sharing the items.
                 facts = outcome.release() if kind is FactKind.PACKAGES else outcome
                 if digest != state.digest:
+                    change: SetDelta | None = None
+                    if split_at is not None and known is not None and known.digest == state.digest:
+                        change = delta(known, *split_at)
                     state.digest = digest
-                    self.emit(InventoryObserved(self.vm.ref, now, facts))
+                    self.emit(InventoryObserved(self.vm.ref, now, facts, change))
                 samples = samples_of(facts)
                 if samples:
                     self.emit(SamplesObserved(self.vm.ref, now, samples))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from collector.facts import FactKind, FactSet, OsInfo, Package
 from collector.liveness import Liveness
+from collector.ranges import SetRanges
 from collector.targets import Target
 from storage.records import VmRef
 
@@ -52,6 +53,8 @@ class KindState:
     last_success: float | None = None
     digest: bytes | None = None
     facts: FactSet | None = None  # None for packages: see package_counts
+    #: The range digests of the last package set split (`collector.ranges`).
+    ranges: SetRanges | None = None
 
 
 @dataclass(slots=True)

@@ -51,6 +51,8 @@ class WriteStats:
     items_closed: int = 0
     events: int = 0
     samples: int = 0
+    #: Sets diffed by their changed ranges only (`collector.ranges`), not in full.
+    sets_ranged: int = 0
     seconds: float = 0.0
 
 

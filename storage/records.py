@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from collector.facts import FactKind, FactSet
+from collector.ranges import SetDelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,9 @@ class InventoryObserved:
     vm: VmRef
     at: float
     facts: FactSet
+    #: Where the set differs from the one sent before it, when the runner knows (packages):
+    #: the store then diffs only those ranges, if it holds that previous set.
+    delta: SetDelta | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 `Store.write` takes a batch of records from the one writer task and applies it in one
 transaction with a fixed number of statements whatever the number of rows (each is an
 executemany or a set-based SELECT), because 10,000 VMs x 1,500 packages must not cost a round
-trip per row. Synchronous on purpose: the writer calls it in a thread, the CLI directly.
+trip per row; a changed package list whose changed ranges are known (`collector.ranges`)
+costs one SELECT of those ranges' rows instead of a share of one over all of them.
+Synchronous on purpose: the writer calls it in a thread, the CLI directly.
 """
 
 from __future__ import annotations
@@ -24,17 +26,21 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    false,
     insert,
     null,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Row
+from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
 from collector.facts import Fact, FactKind, pairs_digest
+from collector.ranges import SetDelta
 from storage import alerts as _alerts
 from storage import db
 from storage.diff import SUBJECT_MAX, Change, EventType, bounded, changes
@@ -210,6 +216,8 @@ class _SetState:
     first_seen: datetime | None = None
     changed_at: datetime | None = None
     digest: bytes | None = None  # of `items`, when known without recomputing it
+    #: The set's item count when `items` holds only the rows of its changed ranges.
+    count: int | None = None
 
 
 @dataclass(slots=True)
@@ -218,6 +226,8 @@ class _Batch:
 
     vm_ids: dict[str, int]
     sets: dict[tuple[int, str], _SetState] = field(default_factory=dict)
+    #: Sets diffed by ranges: the observed items of their changed ranges, by identity.
+    ranged: dict[tuple[int, str], dict[str, tuple[Fact, str]]] = field(default_factory=dict)
     opened: list[dict[str, Any]] = field(default_factory=list)
     closed: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -244,6 +254,59 @@ class _Batch:
                 "new": None if change.new is None else _clean(change.new),
             }
         )
+
+
+def _current_rows(kind: str, vm_ids: Sequence[int]) -> Select[Any]:
+    """The current rows of `kind` of `vm_ids`, as (vm_id, identity, *_Item)."""
+    return (
+        select(
+            _ITEMS.c.vm_id,
+            _ITEMS.c.identity,
+            _ITEMS.c.id,  # the _Item from here on
+            _ITEMS.c.name,
+            _ITEMS.c.value,
+            null(),
+            null(),
+        )
+        .where(_ITEMS.c.kind == kind)
+        .where(_ITEMS.c.vm_id.in_(vm_ids))
+        .where(_ITEMS.c.valid_to.is_(None))
+    )
+
+
+def _range_items(delta: SetDelta) -> dict[str, tuple[Fact, str]] | None:
+    """The changed ranges' items by identity, or None if they cannot be diffed by range: an
+    identity or bound the database would store altered, or an identity twice."""
+    if any(_clean(bound) != bound for bound in delta.bounds):
+        return None
+    observed = {}
+    for identity, value, fact in delta.items:
+        if _clean(identity) != identity:
+            return None
+        observed[identity] = (fact, value)
+    return observed if len(observed) == len(delta.items) else None
+
+
+def _in_ranges(column: ColumnElement[str], delta: SetDelta, dialect: str) -> ColumnElement[bool]:
+    """`column` in the delta's changed ranges, adjacent ones merged, by code point order
+    (SQLite's text order; PostgreSQL's under the "C" collation)."""
+    key = column.collate("C") if dialect == "postgresql" else column
+    bounds = delta.bounds
+    spans: list[list[int]] = []  # [first, last] changed range of each run of adjacent ones
+    for index in delta.ranges:
+        if spans and spans[-1][1] == index - 1:
+            spans[-1][1] = index
+        else:
+            spans.append([index, index])
+    clauses: list[ColumnElement[bool]] = []
+    for first, last in spans:
+        parts = []
+        if first > 0:
+            parts.append(key >= bounds[first - 1])
+        if last < len(bounds):
+            parts.append(key < bounds[last])
+        clauses.append(and_(true(), *parts))
+    return or_(false(), *clauses)
 
 
 def _answered_on_host(record: Record) -> bool:
@@ -318,6 +381,7 @@ class Store:
             + sum(1 for row in batch.opened if row["valid_to"] is not None),
             events=len(batch.events),
             samples=len(batch.samples),
+            sets_ranged=len(batch.ranged),
             seconds=time.perf_counter() - started,
         )
 
@@ -447,42 +511,41 @@ class Store:
         batch.vm_ids.update(ids)
 
     def _load_sets(self, conn: Connection, batch: _Batch, records: Sequence[Record]) -> None:
-        """Load the current rows of every (VM, kind) this batch observes: one SELECT per kind."""
+        """Load the current rows of every (VM, kind) this batch observes: one SELECT per kind,
+        and one per set diffed by ranges."""
         wanted: dict[str, set[int]] = {}
+        deltas: dict[tuple[int, str], SetDelta | None] = {}
         for record in records:
             if isinstance(record, InventoryObserved):
                 vm_id = batch.vm_ids[_clean(record.vm.key, KEY_LEN)]
-                wanted.setdefault(str(record.facts.kind), set()).add(vm_id)
+                kind = str(record.facts.kind)
+                wanted.setdefault(kind, set()).add(vm_id)
+                # A set observed twice in one batch is diffed in full: the second delta is
+                # against the first set, which the batch holds only in part.
+                deltas[(vm_id, kind)] = record.delta if (vm_id, kind) not in deltas else None
         if not wanted:
             return
         vm_ids = sorted(set().union(*wanted.values()))
-        existing: set[tuple[int, str]] = set()
+        existing: dict[tuple[int, str], bytes] = {}
         for chunk in _chunks(vm_ids):
             existing.update(
-                (row.vm_id, row.kind)
+                ((row.vm_id, row.kind), row.digest)
                 for row in conn.execute(
-                    select(_SETS.c.vm_id, _SETS.c.kind).where(_SETS.c.vm_id.in_(chunk))
+                    select(_SETS.c.vm_id, _SETS.c.kind, _SETS.c.digest).where(
+                        _SETS.c.vm_id.in_(chunk)
+                    )
                 )
             )
         for kind, kind_vms in wanted.items():
             seen = sorted(vm_id for vm_id in kind_vms if (vm_id, kind) in existing)
+            full = []
             for vm_id in seen:
-                batch.sets[(vm_id, kind)] = _SetState(items={}, exists=True)
-            for chunk in _chunks(seen):
-                result = conn.execute(
-                    select(
-                        _ITEMS.c.vm_id,
-                        _ITEMS.c.identity,
-                        _ITEMS.c.id,  # the _Item from here on
-                        _ITEMS.c.name,
-                        _ITEMS.c.value,
-                        null(),
-                        null(),
-                    )
-                    .where(_ITEMS.c.kind == kind)
-                    .where(_ITEMS.c.vm_id.in_(chunk))
-                    .where(_ITEMS.c.valid_to.is_(None))
-                )
+                key = (vm_id, kind)
+                batch.sets[key] = _SetState(items={}, exists=True)
+                if not self._load_ranges(conn, batch, key, deltas[key], existing[key]):
+                    full.append(vm_id)
+            for chunk in _chunks(full):
+                result = conn.execute(_current_rows(kind, chunk))
                 # A changed package list loads all of its thousand-odd rows: straight from the
                 # DBAPI cursor (plain integers and strings, nothing to convert), which costs
                 # half of what SQLAlchemy's rows with named access do (`bench/store_diff.py`).
@@ -492,6 +555,33 @@ class Store:
                         vm_of_set = row[0]
                         items = batch.sets[(vm_of_set, kind)].items
                     items[row[1]] = row[2:]
+
+    @staticmethod
+    def _load_ranges(
+        conn: Connection,
+        batch: _Batch,
+        key: tuple[int, str],
+        delta: SetDelta | None,
+        stored: bytes,
+    ) -> bool:
+        """Load only the rows of the set's changed ranges, if its delta is against the set
+        stored (`stored` is that set's digest) and diffable by ranges; False if not."""
+        if delta is None or delta.previous != stored:
+            return False
+        observed = _range_items(delta)
+        if observed is None:
+            return False
+        batch.ranged[key] = observed
+        items = batch.sets[key].items
+        vm_id, kind = key
+        result = conn.execute(
+            _current_rows(kind, [vm_id]).where(
+                _in_ranges(_ITEMS.c.identity, delta, conn.dialect.name)
+            )
+        )
+        for row in result.cursor.fetchall():
+            items[row[1]] = row[2:]
+        return True
 
     def _apply(self, batch: _Batch, record: Record) -> None:
         vm_id = batch.vm_ids[_clean(record.vm.key, KEY_LEN)]
@@ -553,23 +643,13 @@ class Store:
         self, batch: _Batch, vm_id: int, at: datetime, record: InventoryObserved
     ) -> None:
         kind = str(record.facts.kind)
-        # (fact, value) by stored identity; a row's name is only formatted if it is opened.
-        observed: dict[str, tuple[Fact, str]] = {}
-        exact = True  # the rows will be these facts, unaltered: same digest
-        # Formatted again here (the runner's digest formatted them too): keeping the digest's
-        # pairs with the record saved 0.7 ms of 3.5 per changed 1,500-package list, but queued
-        # records held them through a restart's catch-up (up to 400,000 rows behind) and the
-        # 10,000-agent fleet's peak RSS went from 810 to 987 MiB.
-        for fact in record.facts.items:
-            identity = fact.identity()
-            stored = _clean(identity)
-            exact = exact and stored == identity
-            observed[stored] = (fact, fact.value())
-        # The collector has computed this digest already; recomputing it from the rows is a
-        # sort and a hash of every item of every changed list.
-        digest = (
-            record.facts.digest() if exact and len(observed) == len(record.facts.items) else None
-        )
+        ranged = batch.ranged.get((vm_id, kind))
+        digest: bytes | None
+        if ranged is not None:
+            # Only the changed ranges were loaded: diff those; the rest is the stored set.
+            observed, digest = ranged, record.facts.digest()
+        else:
+            observed, digest = self._observed(record)
 
         state = batch.sets.get((vm_id, kind))
 
@@ -634,9 +714,32 @@ class Store:
                     batch.event(vm_id, at, kind, change)
                 changed = True
         state.digest = digest  # the items are now exactly the observed ones
+        if ranged is not None:
+            state.count = len(record.facts.items)
         if changed:
             state.dirty = True
             state.changed_at = at
+
+    @staticmethod
+    def _observed(record: InventoryObserved) -> tuple[dict[str, tuple[Fact, str]], bytes | None]:
+        """(fact, value) by stored identity, and the digest the rows will have if the collector
+        computed it already (None: the stored identities differ from the facts')."""
+        observed: dict[str, tuple[Fact, str]] = {}
+        exact = True  # the rows will be these facts, unaltered: same digest
+        # Formatted again here (the runner's digest formatted them too): keeping the digest's
+        # pairs with the record saved 0.7 ms of 3.5 per changed 1,500-package list, but queued
+        # records held them through a restart's catch-up (up to 400,000 rows behind) and the
+        # 10,000-agent fleet's peak RSS went from 810 to 987 MiB. (A `SetDelta` holds the
+        # pairs of a few changed ranges, and only in steady state: see `collector.ranges`.)
+        for fact in record.facts.items:
+            identity = fact.identity()
+            stored = _clean(identity)
+            exact = exact and stored == identity
+            observed[stored] = (fact, fact.value())
+        # The collector has computed this digest already; recomputing it from the rows is a
+        # sort and a hash of every item of every changed list.
+        exact = exact and len(observed) == len(record.facts.items)
+        return observed, record.facts.digest() if exact else None
 
     def _flush(self, conn: Connection, batch: _Batch) -> None:
         """Send the accumulated batch: one executemany per kind of write."""
@@ -665,7 +768,7 @@ class Store:
                         "b_vm_id": vm_id,
                         "b_kind": kind,
                         "b_digest": digest,
-                        "b_count": len(state.items),
+                        "b_count": len(state.items) if state.count is None else state.count,
                         "b_at": state.changed_at,
                     }
                 )

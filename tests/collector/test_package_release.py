@@ -70,3 +70,20 @@ def test_a_released_set_that_does_not_match_is_an_error_not_a_wipe() -> None:
     assert not [r for r in records if isinstance(r, InventoryObserved)]
     assert run.vm.kind(FactKind.PACKAGES).status == "error"
     assert run.vm.package_counts == {"dpkg": 1}
+
+
+def test_a_changed_list_carries_its_changed_ranges_once_the_last_one_was_split() -> None:
+    run, records = runner()
+    names = [f"pkg{i:03d}" for i in range(200)]
+    run.record([(FactKind.PACKAGES, packages(*names))])
+    run.record([(FactKind.PACKAGES, packages(*names[1:]))])
+    run.record([(FactKind.PACKAGES, packages(*names[2:]))])
+    first, second, third = [r for r in records if isinstance(r, InventoryObserved)]
+    assert first.delta is None  # nothing split before it
+    assert second.delta is not None and second.delta.previous == first.facts.digest()
+    assert second.delta.ranges == (0,)
+    assert [identity for identity, _, _ in second.delta.items][:1] == ["pkg001"]
+    run.unstored(third)  # the store dropped it: the next list is sent in full
+    run.record([(FactKind.PACKAGES, packages(*names[3:]))])
+    *_, fourth = [r for r in records if isinstance(r, InventoryObserved)]
+    assert fourth is not third and fourth.delta is None
